@@ -1,0 +1,33 @@
+"""modelcodecs: compress fine-tuned models against their base, tensor by tensor.
+
+Importing this package never imports Django, and never imports torch unless a codec that runs models is used.
+"""
+
+from .abc import Codec, EncodedChunk, Param, TensorSpec
+from .baselines import XorZstdCodec, ZstdCodec
+from .errors import (
+    CancelledError,
+    ConfigError,
+    CorruptArtifactError,
+    ModelCodecError,
+    ModelFormatError,
+    UnknownCodecError,
+    UnsafePathError,
+    UnsupportedDtypeError,
+    VerificationError,
+    WrongBaseError,
+)
+from .registry import get_codec, get_codec_class, list_codecs, register_codec
+
+register_codec(ZstdCodec)
+register_codec(XorZstdCodec)
+
+from .hfio import compare_models, read_model_info  # noqa: E402
+from .pipeline import compress_model, decompress_model, inspect_artifact, verify_artifact  # noqa: E402
+
+__all__ = [
+    "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "ModelCodecError",
+    "ModelFormatError", "Param", "TensorSpec", "UnknownCodecError", "UnsafePathError", "UnsupportedDtypeError",
+    "VerificationError", "WrongBaseError", "compare_models", "compress_model", "decompress_model", "get_codec",
+    "get_codec_class", "inspect_artifact", "list_codecs", "read_model_info", "register_codec", "verify_artifact",
+]

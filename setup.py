@@ -1,0 +1,28 @@
+"""Build glue that pyproject.toml cannot express: the package list under the ``codecs/`` -> ``modelcodecs``
+mapping, and the native extensions (C++ cores in ``native/`` with thin Cython faces)."""
+
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+# DELTAVAULT_BOUNDSCHECK=1 builds the Cython faces with bounds checks on (a CI run of the suite uses it).
+checked = os.environ.get("DELTAVAULT_BOUNDSCHECK") == "1"
+directives = {"language_level": 3, "boundscheck": checked, "wraparound": checked, "initializedcheck": checked}
+
+extensions = [
+    Extension(
+        "modelcodecs._fmdelta",
+        sources=["native/fmdelta/_fmdelta.pyx", "native/fmdelta/fmdelta.cpp"],
+        include_dirs=["native/fmdelta", numpy.get_include()],
+        language="c++",
+        extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing"],
+    ),
+]
+
+setup(
+    packages=["modelcodecs", *(f"modelcodecs.{p}" for p in find_packages("codecs"))]
+    + find_packages(include=["webapp", "webapp.*", "workers", "workers.*"]),
+    ext_modules=cythonize(extensions, compiler_directives=directives),
+)
