@@ -23,7 +23,7 @@ COPY templates ./templates
 COPY static ./static
 COPY manage.py README.md ./
 RUN pip install -e ".[web,models]" \
-    && DJANGO_SETTINGS_MODULE=webapp.settings.production DJANGO_SECRET_KEY=collectstatic-only \
+    && DJANGO_SETTINGS_MODULE=webapp.settings.production DJANGO_SECRET_KEY=collectstatic-only DJANGO_ALLOWED_HOSTS=localhost \
        python manage.py collectstatic --noinput -v 0
 
 RUN useradd --create-home --uid 1000 deltavault && mkdir -p /data && chown deltavault /data

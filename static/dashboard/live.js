@@ -1,0 +1,136 @@
+/* DeltaVault live updates: subscribes to the job WebSockets and patches the page in place (no reload).
+ * Pages mark what they want with data attributes:
+ *   <body data-ws="/ws/teams/<slug>/jobs/">  with rows  <tr data-job-id="42"> ... </tr>  (job list)
+ *   <body data-ws="/ws/jobs/42/" data-job-page="42">                                  (job page)
+ * Every message is {"type": "job.state"|"job.update", "job": {...}} or {"type": "jobs.state", "jobs": [...]}.
+ * window.deltavault.seen keeps [job id, progress, status, receive time] per message (used by the e2e tests and
+ * the platform benchmark to see intermediate progress values). */
+(function () {
+  "use strict";
+  var dv = (window.deltavault = window.deltavault || { seen: [], connected: false, messages: 0 });
+
+  function qs(sel, root) { return (root || document).querySelector(sel); }
+  function qsa(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+  function pct(p) { return (Math.round((Number(p) || 0) * 10) / 10).toFixed(1) + "%"; }
+  var FINAL = { succeeded: 1, failed: 1, cancelled: 1 };
+
+  function setProgress(root, job) {
+    qsa(".progress", root).forEach(function (el) {
+      el.className = "progress" + (el.classList.contains("big") ? " big" : "") + " " + job.status;
+      var bar = qs(".bar", el);
+      if (bar) bar.style.width = Math.max(0, Math.min(100, Number(job.progress) || 0)) + "%";
+      el.setAttribute("aria-valuenow", String(job.progress));
+    });
+    qsa(".pct", root).forEach(function (el) { el.textContent = pct(job.progress); });
+    qsa("[data-field=status]", root).forEach(function (el) {
+      el.textContent = job.status; el.className = "badge " + job.status;
+    });
+    qsa("[data-field=stage]", root).forEach(function (el) { el.textContent = job.stage || ""; });
+  }
+
+  function fmt(v) {
+    if (typeof v === "number") {
+      if (Number.isInteger(v)) return v.toLocaleString();
+      return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
+    }
+    if (v === null || v === undefined) return "";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+
+  function updateJobPage(job) {
+    var page = qs("[data-job-page]");
+    if (!page || String(page.getAttribute("data-job-page")) !== String(job.id)) return;
+    setProgress(page, job);
+    var err = qs("[data-field=error]", page);
+    if (err) { err.textContent = job.error || ""; err.closest(".panel").hidden = !job.error; }
+    var log = qs("[data-field=log_tail]", page);
+    if (log) { var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4; log.textContent = job.log_tail || ""; if (atEnd) log.scrollTop = log.scrollHeight; }
+    var metrics = qs("[data-field=metrics]", page);
+    if (metrics && job.metrics && typeof job.metrics === "object") {
+      metrics.innerHTML = "";
+      Object.keys(job.metrics).sort().forEach(function (k) {
+        var dt = document.createElement("dt"); dt.textContent = k.replace(/_/g, " ");
+        var dd = document.createElement("dd"); dd.textContent = fmt(job.metrics[k]);
+        metrics.appendChild(dt); metrics.appendChild(dd);
+      });
+    }
+    var cancel = qs("[data-action=cancel]", page);
+    if (cancel) cancel.disabled = !!FINAL[job.status] || !!job.cancel_requested;
+    var retry = qs("[data-action=retry]", page);
+    if (retry) retry.disabled = !(job.status === "failed" || job.status === "cancelled");
+    var art = qs("[data-field=artifact]", page);
+    if (art && job.artifact_id) {
+      art.hidden = false;
+      var link = qs("a", art);
+      if (link) link.href = link.getAttribute("data-href-template").replace("0", String(job.artifact_id));
+    }
+  }
+
+  function updateJobRow(job) {
+    var table = qs("table[data-jobs]");
+    if (!table) return;
+    var row = qs('tr[data-job-id="' + job.id + '"]', table);
+    if (!row) {
+      var tpl = qs("#job-row-template");
+      if (!tpl) return;
+      row = tpl.content.firstElementChild.cloneNode(true);
+      row.setAttribute("data-job-id", job.id);
+      qsa("a[data-job-link]", row).forEach(function (a) { a.href = a.getAttribute("href").replace("0", String(job.id)); a.textContent = "#" + job.id; });
+      var body = qs("tbody", table);
+      body.insertBefore(row, body.firstChild);
+      var none = qs("[data-no-jobs]"); if (none) none.hidden = true;
+    }
+    qsa("[data-field=kind]", row).forEach(function (el) { el.textContent = job.kind || ""; });
+    qsa("[data-field=codec]", row).forEach(function (el) { el.textContent = job.codec || ""; });
+    setProgress(row, job);
+  }
+
+  function handle(msg) {
+    dv.messages += 1;
+    var jobs = msg.jobs || (msg.job ? [msg.job] : []);
+    jobs.forEach(function (job) {
+      dv.seen.push([job.id, Number(job.progress), job.status, Date.now(), msg.type]);
+      updateJobRow(job);
+      updateJobPage(job);
+    });
+    document.dispatchEvent(new CustomEvent("deltavault:job", { detail: msg }));
+  }
+
+  function connect(path) {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var delay = 500;
+    var indicator = qs(".live");
+    (function open() {
+      var ws = new WebSocket(scheme + location.host + path);
+      ws.onopen = function () { delay = 500; dv.connected = true; if (indicator) { indicator.classList.add("on"); indicator.textContent = "live"; } };
+      ws.onmessage = function (ev) { try { handle(JSON.parse(ev.data)); } catch (e) { console.error(e); } };
+      ws.onclose = function (ev) {
+        dv.connected = false;
+        if (indicator) { indicator.classList.remove("on"); indicator.textContent = "offline"; }
+        if (ev.code >= 4400 && ev.code < 4500) return;   // refused: do not hammer the server
+        setTimeout(open, delay); delay = Math.min(delay * 2, 10000);
+      };
+    })();
+  }
+
+  // Codec form: show only the options of the chosen codec.
+  function codecOptions() {
+    var select = qs("select[name=codec]");
+    if (!select) return;
+    function sync() {
+      qsa("fieldset[data-codec]").forEach(function (fs) {
+        var on = fs.getAttribute("data-codec") === select.value;
+        fs.hidden = !on;
+        qsa("input,select,textarea", fs).forEach(function (el) { el.disabled = !on; });
+      });
+    }
+    select.addEventListener("change", sync); sync();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    codecOptions();
+    var path = document.body.getAttribute("data-ws");
+    if (path && "WebSocket" in window) connect(path);
+  });
+})();
