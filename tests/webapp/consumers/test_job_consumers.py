@@ -1,0 +1,169 @@
+"""JobConsumer and TeamJobsConsumer through the real ASGI stack (origin check, session/token auth, URL routing)
+on the in-memory channel layer."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_state
+from webapp.teams.services import team_create
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+ORIGIN = [(b"origin", b"http://testserver")]
+
+
+@pytest.fixture(autouse=True)
+def in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture
+def application():
+    from webapp.asgi import application
+
+    return application
+
+
+def _make_world():
+    User = get_user_model()
+    alice = User.objects.create_user(username="alice", password="pw-alice-123")
+    bob = User.objects.create_user(username="bob", password="pw-bob-123")
+    acme = team_create(name="Acme", owner=alice)
+    other = team_create(name="Other", owner=bob)
+    job = Job.objects.create(team=acme, created_by=alice, kind="compress", codec_config={"id": "zstd"},
+                             progress=12.5, stage="encoding")
+    foreign = Job.objects.create(team=other, created_by=bob, kind="compress", codec_config={"id": "zstd"})
+    return {
+        "alice": alice, "bob": bob, "acme": acme, "other": other, "job": job, "foreign": foreign,
+        "alice_token": Token.objects.create(user=alice).key, "bob_token": Token.objects.create(user=bob).key,
+    }
+
+
+@pytest.fixture
+def world():
+    return _make_world()
+
+
+async def _connect(application, path, headers=ORIGIN):
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, code = await communicator.connect()
+    return communicator, connected, code
+
+
+async def _assert_no_groups_left():
+    layer = get_channel_layer()
+    assert layer.groups == {}
+
+
+async def test_job_socket_sends_the_row_state_then_forwards_updates(application, world):
+    job = world["job"]
+    comm, connected, _ = await _connect(application, f"/ws/jobs/{job.pk}/?token={world['alice_token']}")
+    assert connected
+    first = await comm.receive_json_from()
+    assert first["type"] == "job.state"
+    assert first["job"]["id"] == job.pk
+    assert first["job"]["progress"] == 12.5
+    assert first["job"]["stage"] == "encoding"
+    assert first["job"]["team"] == "acme"
+
+    update = dict(await sync_to_async(job_state)(job), progress=55.0, stage="writing")
+    await get_channel_layer().group_send(f"job-{job.pk}", {"type": "job.update", "job": update})
+    message = await comm.receive_json_from()
+    assert message == {"type": "job.update", "job": update}
+
+    # Updates of other jobs are not delivered to this socket.
+    await get_channel_layer().group_send(f"job-{world['foreign'].pk}", {"type": "job.update", "job": {"id": 0}})
+    assert await comm.receive_nothing(timeout=0.2)
+
+    await comm.disconnect()
+    await _assert_no_groups_left()
+
+
+async def test_session_cookie_authenticates(application, world):
+    client = Client()
+    await sync_to_async(client.force_login)(world["alice"])
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    comm, connected, _ = await _connect(application, f"/ws/jobs/{world['job'].pk}/",
+                                        headers=[*ORIGIN, (b"cookie", cookie)])
+    assert connected
+    assert (await comm.receive_json_from())["job"]["id"] == world["job"].pk
+    await comm.disconnect()
+    await _assert_no_groups_left()
+
+
+async def test_anonymous_is_refused(application, world):
+    comm, connected, code = await _connect(application, f"/ws/jobs/{world['job'].pk}/")
+    assert not connected
+    assert code == 4401
+    comm, connected, code = await _connect(application, f"/ws/jobs/{world['job'].pk}/?token=not-a-token")
+    assert not connected
+    assert code == 4401
+    await _assert_no_groups_left()
+
+
+async def test_other_teams_job_is_refused_like_a_missing_one(application, world):
+    comm, connected, code = await _connect(application, f"/ws/jobs/{world['foreign'].pk}/?token={world['alice_token']}")
+    assert (connected, code) == (False, 4404)
+    comm, connected, code = await _connect(application, f"/ws/jobs/999999/?token={world['alice_token']}")
+    assert (connected, code) == (False, 4404)
+    await _assert_no_groups_left()
+
+
+async def test_foreign_origin_is_refused(application, world, settings):
+    # The validator reads ALLOWED_HOSTS when the ASGI app is built: rebuild the same stack with a strict list.
+    from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+
+    validator = application.application_mapping["websocket"]
+    assert isinstance(validator, OriginValidator)
+    settings.ALLOWED_HOSTS = ["testserver"]
+    strict = AllowedHostsOriginValidator(validator.application)
+    path = f"/ws/jobs/{world['job'].pk}/?token={world['alice_token']}"
+    comm, connected, _ = await _connect(strict, path, headers=[(b"origin", b"http://evil.example")])
+    assert not connected
+    comm, connected, _ = await _connect(strict, path, headers=ORIGIN)
+    assert connected
+    await comm.disconnect()
+    await _assert_no_groups_left()
+
+
+async def test_team_socket_lists_recent_jobs_then_forwards_updates(application, world):
+    comm, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/?token={world['alice_token']}")
+    assert connected
+    first = await comm.receive_json_from()
+    assert first["type"] == "jobs.state"
+    assert [j["id"] for j in first["jobs"]] == [world["job"].pk]  # not the other team's job
+
+    update = dict(await sync_to_async(job_state)(world["job"]), status="succeeded", progress=100.0)
+    await get_channel_layer().group_send("team-acme", {"type": "job.update", "job": update})
+    assert await comm.receive_json_from() == {"type": "job.update", "job": update}
+
+    await get_channel_layer().group_send("team-other", {"type": "job.update", "job": {"id": 0}})
+    assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+    await _assert_no_groups_left()
+
+
+async def test_team_socket_refuses_teams_the_user_is_not_in(application, world):
+    comm, connected, code = await _connect(application, f"/ws/teams/other/jobs/?token={world['alice_token']}")
+    assert (connected, code) == (False, 4404)
+    comm, connected, code = await _connect(application, f"/ws/teams/nope/jobs/?token={world['alice_token']}")
+    assert (connected, code) == (False, 4404)
+    await _assert_no_groups_left()
+
+
+async def test_ping_gets_pong(application, world):
+    comm, connected, _ = await _connect(application, f"/ws/jobs/{world['job'].pk}/?token={world['alice_token']}")
+    assert connected
+    await comm.receive_json_from()
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from() == {"type": "pong"}
+    await comm.disconnect()
+    await _assert_no_groups_left()
