@@ -1,0 +1,137 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from webapp.core.apis import Api, paginated
+from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
+from webapp.core.teams_api import request_team_filter, request_team_for_write
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_get, job_list, job_state
+from webapp.jobs.services import job_cancel, job_retry, job_submit
+from webapp.registry.selectors import artifact_get, dataset_get, model_get, pair_get
+
+
+class _JobOutput(serializers.Serializer):
+    """The job's state (``webapp.jobs.selectors.job_state``), the same object the websockets send."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Job.Kind.choices)
+    status = serializers.ChoiceField(choices=Job.Status.choices)
+    queue = serializers.ChoiceField(choices=Job.Queue.choices)
+    progress = serializers.FloatField()
+    stage = serializers.CharField()
+    metrics = serializers.DictField()
+    error = serializers.CharField()
+    log_tail = serializers.CharField()
+    codec = serializers.CharField()
+    codec_config = serializers.DictField()
+    options = serializers.DictField()
+    pair_id = serializers.IntegerField(allow_null=True)
+    model_id = serializers.IntegerField(allow_null=True)
+    dataset_id = serializers.IntegerField(allow_null=True)
+    input_artifact_id = serializers.IntegerField(allow_null=True)
+    artifact_id = serializers.IntegerField(allow_null=True, help_text="The artifact this job produced.")
+    retry_of_id = serializers.IntegerField(allow_null=True)
+    cancel_requested = serializers.BooleanField()
+    team = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, instance):
+        return job_state(instance) if isinstance(instance, Job) else super().to_representation(instance)
+
+
+class JobListApi(Api):
+    class FilterSerializer(serializers.Serializer):
+        team = serializers.SlugField(required=False)
+        status = serializers.MultipleChoiceField(choices=Job.Status.choices, required=False)
+        kind = serializers.MultipleChoiceField(choices=Job.Kind.choices, required=False)
+        pair = serializers.IntegerField(required=False)
+        artifact = serializers.IntegerField(required=False)
+        queue = serializers.ChoiceField(choices=Job.Queue.choices, required=False)
+
+    class OutputSerializer(_JobOutput):
+        pass
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: paginated(OutputSerializer, "JobPage")})
+    def get(self, request):
+        filters = JobListApi.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        query = request.query_params.copy()
+        query.pop("team", None)
+        jobs = job_list(user=request.user, team=request_team_filter(request), filters=query)
+        return get_paginated_response(pagination_class=LimitOffsetPagination,
+                                      serializer_class=JobListApi.OutputSerializer, queryset=jobs,
+                                      request=request, view=self)
+
+
+class JobCreateApi(Api):
+    """Submit a job. compress: ``pair`` + ``codec_config``; decompress: ``artifact`` (restores and verifies);
+    evaluate: ``dataset`` + one of ``model`` / ``artifact``."""
+
+    class InputSerializer(serializers.Serializer):
+        team = serializers.SlugField(required=False)
+        kind = serializers.ChoiceField(choices=Job.Kind.choices)
+        pair = serializers.IntegerField(required=False, allow_null=True)
+        artifact = serializers.IntegerField(required=False, allow_null=True)
+        model = serializers.IntegerField(required=False, allow_null=True)
+        dataset = serializers.IntegerField(required=False, allow_null=True)
+        codec_config = serializers.JSONField(required=False, help_text='e.g. {"id": "fmdelta"} or "zstd"')
+        options = serializers.DictField(required=False, help_text='e.g. {"threads": 2}')
+        queue = serializers.ChoiceField(choices=Job.Queue.choices, default=Job.Queue.CPU)
+
+    class OutputSerializer(_JobOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = JobCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        refs = {
+            "pair": pair_get, "artifact": artifact_get, "model": model_get, "dataset": dataset_get,
+        }
+        objects = {key: getter(id=data[key], team=team) if data.get(key) is not None else None
+                   for key, getter in refs.items()}
+        job = job_submit(team=team, user=request.user, kind=data["kind"], codec_config=data.get("codec_config"),
+                         options=data.get("options"), queue=data["queue"], **objects)
+        return Response(JobCreateApi.OutputSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobCollectionApi(JobListApi, JobCreateApi):
+    """``GET`` lists (JobListApi), ``POST`` submits (JobCreateApi)."""
+
+
+class JobDetailApi(Api):
+    class OutputSerializer(_JobOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        return Response(self.OutputSerializer(job_get(id=id, user=request.user)).data)
+
+
+class JobCancelApi(Api):
+    """Cancel a queued job, or ask a running one to stop."""
+
+    class OutputSerializer(_JobOutput):
+        pass
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request, id: int):
+        job = job_cancel(job=job_get(id=id, user=request.user), user=request.user)
+        return Response(self.OutputSerializer(job).data)
+
+
+class JobRetryApi(Api):
+    """Submit a new job with the inputs of a failed or cancelled one."""
+
+    class OutputSerializer(_JobOutput):
+        pass
+
+    @extend_schema(request=None, responses={201: OutputSerializer})
+    def post(self, request, id: int):
+        job = job_retry(job=job_get(id=id, user=request.user), user=request.user)
+        return Response(self.OutputSerializer(job).data, status=status.HTTP_201_CREATED)

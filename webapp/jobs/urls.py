@@ -1,0 +1,10 @@
+from django.urls import path
+
+from webapp.jobs.apis import JobCancelApi, JobCollectionApi, JobDetailApi, JobRetryApi
+
+urlpatterns = [
+    path("", JobCollectionApi.as_view(), name="list"),
+    path("<int:id>/", JobDetailApi.as_view(), name="detail"),
+    path("<int:id>/cancel/", JobCancelApi.as_view(), name="cancel"),
+    path("<int:id>/retry/", JobRetryApi.as_view(), name="retry"),
+]

@@ -1,0 +1,353 @@
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from webapp.core.apis import Api, paginated
+from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
+from webapp.core.teams_api import request_team_filter, request_team_for_write
+from webapp.registry.selectors import (
+    artifact_get,
+    artifact_list,
+    dataset_get,
+    dataset_list,
+    model_get,
+    model_list,
+    pair_get,
+    pair_list,
+)
+from webapp.registry.services import (
+    artifact_download_name,
+    artifact_open,
+    dataset_register_from_path,
+    dataset_upload,
+    model_register_from_path,
+    model_register_upload,
+    pair_create,
+)
+
+TEAM_PARAM = OpenApiParameter("team", str, description="Only this team's (slug); default: all your teams.")
+
+
+class _TeamSlugField(serializers.SlugField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", "Team slug; may be left out when you are in one team only.")
+        super().__init__(**kwargs)
+
+
+# ---- models --------------------------------------------------------------------------------------------------
+class _ModelOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    name = serializers.CharField()
+    path = serializers.CharField()
+    source = serializers.CharField()
+    layout = serializers.CharField()
+    architecture = serializers.CharField()
+    model_type = serializers.CharField()
+    dtypes = serializers.DictField(child=serializers.IntegerField())
+    parameter_count = serializers.IntegerField()
+    tensor_count = serializers.IntegerField()
+    total_bytes = serializers.IntegerField()
+    files = serializers.ListField(child=serializers.DictField())
+    created_at = serializers.DateTimeField()
+
+
+class ModelListApi(Api):
+    class FilterSerializer(serializers.Serializer):
+        team = serializers.SlugField(required=False)
+        name = serializers.CharField(required=False)
+        architecture = serializers.CharField(required=False)
+        source = serializers.CharField(required=False)
+
+    class OutputSerializer(_ModelOutput):
+        pass
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: paginated(OutputSerializer, "ModelPage")})
+    def get(self, request):
+        filters = ModelListApi.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        models = model_list(user=request.user, team=request_team_filter(request), filters=filters.validated_data)
+        return get_paginated_response(pagination_class=LimitOffsetPagination,
+                                      serializer_class=ModelListApi.OutputSerializer, queryset=models,
+                                      request=request, view=self)
+
+
+class ModelCreateApi(Api):
+    """Register a model folder that is already on the server (inside the configured model roots)."""
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        path = serializers.CharField(max_length=1024)
+
+    class OutputSerializer(_ModelOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = ModelCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        entry = model_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"])
+        return Response(ModelCreateApi.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
+
+
+class ModelCollectionApi(ModelListApi, ModelCreateApi):
+    """``GET`` lists (ModelListApi), ``POST`` registers from a server path (ModelCreateApi)."""
+
+
+class ModelUploadApi(Api):
+    """Upload a model folder's files (multipart, field ``files`` repeated): *.safetensors, *.json, tokenizer
+    files."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+
+    class OutputSerializer(_ModelOutput):
+        pass
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data={**request.data.dict(), "files": request.FILES.getlist("files")})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        entry = model_register_upload(team=team, user=request.user, name=data["name"], files=data["files"])
+        return Response(self.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetailApi(Api):
+    class OutputSerializer(_ModelOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        return Response(self.OutputSerializer(model_get(id=id, user=request.user)).data)
+
+
+# ---- pairs ---------------------------------------------------------------------------------------------------
+class _ModelRef(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class _PairOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    name = serializers.CharField()
+    base = _ModelRef()
+    finetuned = _ModelRef()
+    report = serializers.DictField()
+    created_at = serializers.DateTimeField()
+
+
+class PairListApi(Api):
+    class FilterSerializer(serializers.Serializer):
+        team = serializers.SlugField(required=False)
+        name = serializers.CharField(required=False)
+        model = serializers.IntegerField(required=False, help_text="Pairs with this model as base or fine-tune.")
+
+    class OutputSerializer(_PairOutput):
+        pass
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: paginated(OutputSerializer, "PairPage")})
+    def get(self, request):
+        filters = PairListApi.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        pairs = pair_list(user=request.user, team=request_team_filter(request), filters=filters.validated_data)
+        return get_paginated_response(pagination_class=LimitOffsetPagination,
+                                      serializer_class=PairListApi.OutputSerializer, queryset=pairs,
+                                      request=request, view=self)
+
+
+class PairCreateApi(Api):
+    """Pair a base model with a fine-tune of it (both in the team; checked compatible)."""
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        base = serializers.IntegerField(help_text="Model id of the base.")
+        finetuned = serializers.IntegerField(help_text="Model id of the fine-tune.")
+
+    class OutputSerializer(_PairOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = PairCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        pair = pair_create(team=team, user=request.user, name=data["name"],
+                           base=model_get(id=data["base"], team=team),
+                           finetuned=model_get(id=data["finetuned"], team=team))
+        return Response(PairCreateApi.OutputSerializer(pair).data, status=status.HTTP_201_CREATED)
+
+
+class PairCollectionApi(PairListApi, PairCreateApi):
+    """``GET`` lists (PairListApi), ``POST`` creates (PairCreateApi)."""
+
+
+class PairDetailApi(Api):
+    class OutputSerializer(_PairOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        return Response(self.OutputSerializer(pair_get(id=id, user=request.user)).data)
+
+
+# ---- datasets ------------------------------------------------------------------------------------------------
+class _DatasetOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    name = serializers.CharField()
+    path = serializers.CharField()
+    source = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class DatasetListApi(Api):
+    class OutputSerializer(_DatasetOutput):
+        pass
+
+    @extend_schema(parameters=[TEAM_PARAM], responses={200: paginated(OutputSerializer, "DatasetPage")})
+    def get(self, request):
+        datasets = dataset_list(user=request.user, team=request_team_filter(request))
+        return get_paginated_response(pagination_class=LimitOffsetPagination,
+                                      serializer_class=DatasetListApi.OutputSerializer, queryset=datasets,
+                                      request=request, view=self)
+
+
+class DatasetCreateApi(Api):
+    """Register a text file that is already on the server (inside the configured roots)."""
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        path = serializers.CharField(max_length=1024)
+
+    class OutputSerializer(_DatasetOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = DatasetCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        dataset = dataset_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"])
+        return Response(DatasetCreateApi.OutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetCollectionApi(DatasetListApi, DatasetCreateApi):
+    """``GET`` lists (DatasetListApi), ``POST`` registers from a server path (DatasetCreateApi)."""
+
+
+class DatasetUploadApi(Api):
+    """Upload a UTF-8 text file (multipart field ``file``)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        file = serializers.FileField()
+
+    class OutputSerializer(_DatasetOutput):
+        pass
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        dataset = dataset_upload(team=team, user=request.user, name=data["name"], file=data["file"])
+        return Response(self.OutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailApi(Api):
+    class OutputSerializer(_DatasetOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        return Response(self.OutputSerializer(dataset_get(id=id, user=request.user)).data)
+
+
+# ---- artifacts -----------------------------------------------------------------------------------------------
+class _ArtifactOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    pair_id = serializers.IntegerField(allow_null=True)
+    pair_name = serializers.CharField(source="pair.name", allow_null=True, default=None)
+    job_id = serializers.IntegerField(allow_null=True)
+    codec_id = serializers.CharField()
+    codec_config = serializers.DictField()
+    original_bytes = serializers.IntegerField()
+    compressed_bytes = serializers.IntegerField()
+    ratio = serializers.FloatField()
+    verification = serializers.CharField()
+    verified_at = serializers.DateTimeField(allow_null=True)
+    metrics = serializers.DictField()
+    perplexity = serializers.FloatField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    download_url = serializers.SerializerMethodField()
+
+    def get_download_url(self, artifact) -> str:
+        from django.urls import reverse
+
+        return reverse("api:registry:artifact-download", kwargs={"id": artifact.pk})
+
+
+class ArtifactListApi(Api):
+    class FilterSerializer(serializers.Serializer):
+        team = serializers.SlugField(required=False)
+        pair = serializers.IntegerField(required=False)
+        codec = serializers.CharField(required=False)
+        verification = serializers.CharField(required=False)
+
+    class OutputSerializer(_ArtifactOutput):
+        pass
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: paginated(OutputSerializer, "ArtifactPage")})
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        artifacts = artifact_list(user=request.user, team=request_team_filter(request),
+                                  filters=filters.validated_data)
+        return get_paginated_response(pagination_class=LimitOffsetPagination,
+                                      serializer_class=self.OutputSerializer, queryset=artifacts,
+                                      request=request, view=self)
+
+
+class ArtifactDetailApi(Api):
+    class OutputSerializer(_ArtifactOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        return Response(self.OutputSerializer(artifact_get(id=id, user=request.user)).data)
+
+
+class ArtifactDownloadApi(Api):
+    """The artifact file (``.dvz``), streamed."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, id: int):
+        artifact = artifact_get(id=id, user=request.user)
+        response = FileResponse(artifact_open(artifact=artifact), as_attachment=True,
+                                filename=artifact_download_name(artifact), content_type="application/octet-stream")
+        return response

@@ -1,0 +1,115 @@
+from django.conf import settings
+from django.db import models
+
+from webapp.teams.models import Team
+
+
+class ModelEntry(models.Model):
+    """A model checkpoint folder the team registered ("Model" in the UI). ``path`` is absolute, on the server."""
+
+    class Source(models.TextChoices):
+        PATH = "path", "Server path"
+        UPLOAD = "upload", "Upload"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="models")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1024)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.PATH)
+    layout = models.CharField(max_length=32)
+    architecture = models.CharField(max_length=200, blank=True, default="")
+    model_type = models.CharField(max_length=100, blank=True, default="")
+    dtypes = models.JSONField(default=dict, blank=True)
+    parameter_count = models.BigIntegerField(default=0)
+    tensor_count = models.IntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+    files = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "model"
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="modelentry_unique_team_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Pair(models.Model):
+    """A base model and a fine-tune of it; compress jobs code the fine-tune against the base."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="pairs")
+    name = models.CharField(max_length=200)
+    base = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="pairs_as_base")
+    finetuned = models.ForeignKey(ModelEntry, on_delete=models.PROTECT, related_name="pairs_as_finetuned")
+    report = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="pair_unique_team_name"),
+            models.CheckConstraint(condition=~models.Q(base=models.F("finetuned")), name="pair_base_not_finetuned"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dataset(models.Model):
+    """A text file used to evaluate models (perplexity)."""
+
+    class Source(models.TextChoices):
+        PATH = "path", "Server path"
+        UPLOAD = "upload", "Upload"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1024)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.PATH)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="dataset_unique_team_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Artifact(models.Model):
+    """A compressed fine-tune (one ``.dvz`` file in the ``artifacts`` storage), made by a compress job."""
+
+    class Verification(models.TextChoices):
+        UNVERIFIED = "unverified", "Unverified"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Failed"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="artifacts")
+    pair = models.ForeignKey(Pair, null=True, blank=True, on_delete=models.PROTECT, related_name="artifacts")
+    job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="output_artifact")
+    codec_id = models.CharField(max_length=64)
+    codec_config = models.JSONField(default=dict, blank=True)
+    storage_name = models.CharField(max_length=512, unique=True)
+    original_bytes = models.BigIntegerField(default=0)
+    compressed_bytes = models.BigIntegerField(default=0)
+    ratio = models.FloatField(default=0.0)
+    verification = models.CharField(max_length=12, choices=Verification.choices, default=Verification.UNVERIFIED)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    perplexity = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.codec_id} artifact #{self.pk}"

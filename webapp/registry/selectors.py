@@ -1,0 +1,102 @@
+"""Reads of the registry. Every getter is scoped to a team or to the teams a user is in, and answers Http404 for
+anything else, so another team's ids look like ids that do not exist."""
+
+from __future__ import annotations
+
+import django_filters
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.teams.models import Team
+
+
+def _scope(qs: QuerySet, *, team: Team | None, user: AbstractBaseUser | None) -> QuerySet:
+    if team is None and user is None:
+        raise ValueError("a registry selector needs a team or a user")
+    if team is not None:
+        qs = qs.filter(team=team)
+    if user is not None:
+        qs = qs.filter(team__memberships__user=user)
+    return qs
+
+
+class ModelFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    architecture = django_filters.CharFilter()
+    source = django_filters.ChoiceFilter(choices=ModelEntry.Source.choices)
+
+    class Meta:
+        model = ModelEntry
+        fields = ["name", "architecture", "source"]
+
+
+class PairFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    model = django_filters.NumberFilter(method="filter_model")
+
+    class Meta:
+        model = Pair
+        fields = ["name", "model"]
+
+    def filter_model(self, queryset, name, value):
+        from django.db.models import Q
+
+        return queryset.filter(Q(base_id=value) | Q(finetuned_id=value))
+
+
+class ArtifactFilter(django_filters.FilterSet):
+    pair = django_filters.NumberFilter(field_name="pair_id")
+    codec = django_filters.CharFilter(field_name="codec_id")
+    verification = django_filters.ChoiceFilter(choices=Artifact.Verification.choices)
+
+    class Meta:
+        model = Artifact
+        fields = ["pair", "codec", "verification"]
+
+
+def model_list(*, team: Team | None = None, user: AbstractBaseUser | None = None,
+               filters: dict | None = None) -> QuerySet[ModelEntry]:
+    qs = _scope(ModelEntry.objects.select_related("team"), team=team, user=user)
+    return ModelFilter(filters or {}, qs).qs.order_by("-created_at", "-id")
+
+
+def model_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> ModelEntry:
+    return get_object_or_404(_scope(ModelEntry.objects.select_related("team"), team=team, user=user), pk=id)
+
+
+def pair_list(*, team: Team | None = None, user: AbstractBaseUser | None = None,
+              filters: dict | None = None) -> QuerySet[Pair]:
+    qs = _scope(Pair.objects.select_related("team", "base", "finetuned"), team=team, user=user)
+    return PairFilter(filters or {}, qs).qs.order_by("-created_at", "-id")
+
+
+def pair_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> Pair:
+    qs = _scope(Pair.objects.select_related("team", "base", "finetuned"), team=team, user=user)
+    return get_object_or_404(qs, pk=id)
+
+
+def dataset_list(*, team: Team | None = None, user: AbstractBaseUser | None = None,
+                 filters: dict | None = None) -> QuerySet[Dataset]:
+    qs = _scope(Dataset.objects.select_related("team"), team=team, user=user)
+    return qs.order_by("-created_at", "-id")
+
+
+def dataset_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> Dataset:
+    return get_object_or_404(_scope(Dataset.objects.select_related("team"), team=team, user=user), pk=id)
+
+
+def artifact_list(*, team: Team | None = None, user: AbstractBaseUser | None = None,
+                  filters: dict | None = None) -> QuerySet[Artifact]:
+    qs = _scope(Artifact.objects.select_related("team", "pair", "pair__base", "pair__finetuned", "job"),
+                team=team, user=user)
+    return ArtifactFilter(filters or {}, qs).qs.order_by("-created_at", "-id")
+
+
+def artifact_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> Artifact:
+    qs = _scope(Artifact.objects.select_related("team", "pair", "pair__base", "pair__finetuned", "job"),
+                team=team, user=user)
+    return get_object_or_404(qs, pk=id)
+
+

@@ -1,0 +1,272 @@
+"""Writes of the registry: register models and datasets (from a server path inside the configured roots, or by
+upload), create pairs, and open artifacts for download."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import modelcodecs
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.storage import storages
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils.text import get_valid_filename, slugify
+
+from webapp.core.exceptions import ApplicationError
+from webapp.core.paths import path_resolve_in_roots
+from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.teams.models import Team
+from webapp.teams.services import team_require_write
+
+# What a model upload may contain: weights (safetensors only: no pickles), configs, tokenizer files.
+MODEL_UPLOAD_PATTERNS = (
+    re.compile(r".+\.safetensors$"),
+    re.compile(r".+\.json$"),
+    re.compile(r".+\.model$"),  # sentencepiece
+    re.compile(r".+\.txt$"),  # vocab.txt, merges.txt
+    re.compile(r".+\.tiktoken$"),
+)
+DATASET_UPLOAD_SUFFIXES = (".txt", ".text", ".md", ".jsonl", ".csv", ".tsv")
+
+
+def _require_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ApplicationError("A name is required.")
+    return name
+
+
+def _unique_name(*, model, team: Team, name: str) -> None:
+    if model.objects.filter(team=team, name=name).exists():
+        raise ApplicationError(f"This team already has a {model._meta.verbose_name} named {name!r}.",
+                               extra={"name": name})
+
+
+def _read_model_info(path: Path) -> dict:
+    try:
+        return modelcodecs.read_model_info(path)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Not a model folder we can read: {exc}", extra={"path": str(path)}) from exc
+    except OSError as exc:
+        raise ApplicationError(f"Could not read the model folder: {exc}", extra={"path": str(path)}) from exc
+
+
+def _model_entry_build(*, team: Team, user: AbstractBaseUser, name: str, path: Path, source: str,
+                       info: dict) -> ModelEntry:
+    entry = ModelEntry(
+        team=team, name=name, path=str(path), source=source, layout=info.get("layout") or "",
+        architecture=info.get("architecture") or "", model_type=info.get("model_type") or "",
+        dtypes=info.get("dtypes") or {}, parameter_count=int(info.get("parameter_count") or 0),
+        tensor_count=int(info.get("tensor_count") or 0), total_bytes=int(info.get("total_bytes") or 0),
+        files=info.get("files") or [], created_by=user,
+    )
+    entry.full_clean()
+    entry.save()
+    return entry
+
+
+@transaction.atomic
+def model_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str) -> ModelEntry:
+    """Register a model folder that already is on the server, inside ``DELTAVAULT_MODEL_ROOTS``."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=ModelEntry, team=team, name=name)
+    resolved = path_resolve_in_roots(path, kind="dir")
+    info = _read_model_info(resolved)
+    return _model_entry_build(team=team, user=user, name=name, path=resolved, source=ModelEntry.Source.PATH,
+                              info=info)
+
+
+def _safe_upload_name(raw: str) -> str:
+    base = Path(str(raw).replace("\\", "/")).name
+    if base in ("", ".", ".."):
+        raise ApplicationError(f"Invalid file name {raw!r}.")
+    try:
+        safe = get_valid_filename(base)
+    except Exception as exc:  # noqa: BLE001 - Django raises SuspiciousFileOperation for names like "."
+        raise ApplicationError(f"Invalid file name {raw!r}.") from exc
+    if safe.startswith("."):
+        raise ApplicationError(f"Hidden files are not accepted: {raw!r}.")
+    return safe
+
+
+def _upload_dir(team: Team, kind: str, name: str) -> Path:
+    slug = slugify(name)[:80] or "upload"
+    root = Path(settings.DELTAVAULT_UPLOADS_DIR) / team.slug / kind
+    target = root / slug
+    if target.exists():
+        target = root / f"{slug}-{uuid.uuid4().hex[:8]}"
+    return target
+
+
+def _write_upload(upload: UploadedFile, dest: Path) -> int:
+    written = 0
+    with open(dest, "xb") as fh:
+        for chunk in upload.chunks():
+            fh.write(chunk)
+            written += len(chunk)
+    return written
+
+
+def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
+                          files: list[UploadedFile]) -> ModelEntry:
+    """Store uploaded files as a model folder under ``$DELTAVAULT_HOME/uploads/<team>/models/<name>`` and
+    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=ModelEntry, team=team, name=name)
+    if not files:
+        raise ApplicationError("Upload at least one file (a *.safetensors checkpoint and its config.json).")
+    names: list[str] = []
+    for upload in files:
+        safe = _safe_upload_name(upload.name)
+        if not any(p.fullmatch(safe) for p in MODEL_UPLOAD_PATTERNS):
+            raise ApplicationError(
+                f"File type not accepted: {upload.name!r}. Upload *.safetensors weights, *.json configs and "
+                "tokenizer files (*.model, *.txt, *.tiktoken) only.", extra={"file": upload.name})
+        if safe in names:
+            raise ApplicationError(f"Two uploaded files are named {safe!r}.")
+        names.append(safe)
+    if not any(n.endswith(".safetensors") for n in names):
+        raise ApplicationError("The upload has no *.safetensors file.")
+    total = sum(int(upload.size or 0) for upload in files)
+    if total > settings.DELTAVAULT_MAX_UPLOAD_BYTES:
+        raise ApplicationError(
+            f"The upload is {total} bytes; the limit is {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
+
+    target = _upload_dir(team, "models", name)
+    staging = target.parent / f".partial-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        written = 0
+        for upload, safe in zip(files, names):
+            written += _write_upload(upload, staging / safe)
+            if written > settings.DELTAVAULT_MAX_UPLOAD_BYTES:
+                raise ApplicationError(f"The upload exceeds {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
+        info = _read_model_info(staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        with transaction.atomic():
+            return _model_entry_build(team=team, user=user, name=name, path=target,
+                                      source=ModelEntry.Source.UPLOAD, info=info)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+@transaction.atomic
+def pair_create(*, team: Team, user: AbstractBaseUser, name: str, base: ModelEntry,
+                finetuned: ModelEntry) -> Pair:
+    """A base model and one of its fine-tunes, checked compatible by ``modelcodecs.compare_models``."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    if base.team_id != team.pk or finetuned.team_id != team.pk:
+        raise ApplicationError("Both models must belong to the team.")
+    if base.pk == finetuned.pk:
+        raise ApplicationError("The base and the fine-tuned model must be different models.")
+    _unique_name(model=Pair, team=team, name=name)
+    try:
+        report = modelcodecs.compare_models(base.path, finetuned.path)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Could not compare the models: {exc}") from exc
+    if not report.get("compatible"):
+        problems = []
+        for key in ("missing_in_base", "missing_in_finetuned", "shape_mismatch", "dtype_mismatch"):
+            if report.get(key):
+                problems.append(f"{len(report[key])} {key.replace('_', ' ')}")
+        raise ApplicationError(
+            f"{finetuned.name!r} is not a fine-tune of {base.name!r} that we can code against it"
+            + (f" ({', '.join(problems)})." if problems else "."),
+            extra={"report": report},
+        )
+    pair = Pair(team=team, name=name, base=base, finetuned=finetuned, report=report, created_by=user)
+    pair.full_clean()
+    pair.save()
+    return pair
+
+
+def _file_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _check_text(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    if b"\x00" in head:
+        raise ApplicationError("The dataset is not a text file (it contains NUL bytes).")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a multi-byte character cut at the 1 MiB boundary is fine
+            raise ApplicationError("The dataset is not UTF-8 text.") from exc
+
+
+@transaction.atomic
+def dataset_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str) -> Dataset:
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=Dataset, team=team, name=name)
+    resolved = path_resolve_in_roots(path, kind="file")
+    _check_text(resolved)
+    size, sha = _file_sha256(resolved)
+    dataset = Dataset(team=team, name=name, path=str(resolved), source=Dataset.Source.PATH, size_bytes=size,
+                      sha256=sha, created_by=user)
+    dataset.full_clean()
+    dataset.save()
+    return dataset
+
+
+def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: UploadedFile) -> Dataset:
+    """Store an uploaded UTF-8 text file under ``$DELTAVAULT_HOME/uploads/<team>/datasets/`` and register it."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=Dataset, team=team, name=name)
+    safe = _safe_upload_name(file.name)
+    if not safe.lower().endswith(DATASET_UPLOAD_SUFFIXES):
+        raise ApplicationError(f"File type not accepted: {file.name!r}. Upload a text file "
+                               f"({', '.join(DATASET_UPLOAD_SUFFIXES)}).", extra={"file": file.name})
+    if int(file.size or 0) > settings.DELTAVAULT_MAX_UPLOAD_BYTES:
+        raise ApplicationError(f"The file is larger than {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
+    target_dir = _upload_dir(team, "datasets", name)
+    target_dir.mkdir(parents=True)
+    target = target_dir / safe
+    try:
+        _write_upload(file, target)
+        _check_text(target)
+        size, sha = _file_sha256(target)
+        with transaction.atomic():
+            dataset = Dataset(team=team, name=name, path=str(target), source=Dataset.Source.UPLOAD,
+                              size_bytes=size, sha256=sha, created_by=user)
+            dataset.full_clean()
+            dataset.save()
+    except BaseException:
+        shutil.rmtree(target_dir, ignore_errors=True)
+        raise
+    return dataset
+
+
+def artifact_open(*, artifact: Artifact):
+    """Open the artifact's file from the artifacts storage for reading (the API streams it)."""
+    storage = storages["artifacts"]
+    if not storage.exists(artifact.storage_name):
+        raise ApplicationError("The artifact file is missing from storage.")
+    return storage.open(artifact.storage_name, "rb")
+
+
+def artifact_download_name(artifact: Artifact) -> str:
+    pair = slugify(artifact.pair.name) if artifact.pair else "artifact"
+    return f"{pair}-{artifact.codec_id}-{artifact.pk}.dvz"

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+api_v1 = [
+    path("auth/", include(("webapp.core.urls", "auth"))),
+    path("teams/", include(("webapp.teams.urls", "teams"))),
+    path("", include(("webapp.registry.urls", "registry"))),
+    path("jobs/", include(("webapp.jobs.urls", "jobs"))),
+]
+
+urlpatterns = [
+    path("api/v1/", include((api_v1, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("admin/", admin.site.urls),
+    path("", include("webapp.dashboard.urls")),
+]

@@ -1,0 +1,33 @@
+"""Thin tasks: take ids, load rows, call services. No business logic here."""
+
+import logging
+
+from celery import Task, shared_task
+
+logger = logging.getLogger(__name__)
+
+
+class JobTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """Whatever escaped ``job_run`` (a hard error, a lost database connection) marks the job failed."""
+        from webapp.jobs.models import Job
+        from webapp.jobs.services import job_fail
+
+        job_id = args[0] if args else kwargs.get("job_id")
+        job = Job.objects.filter(pk=job_id).select_related("team").first()
+        if job is not None:
+            job_fail(job=job, error=f"{type(exc).__name__}: {exc}", log=str(einfo) if einfo else "")
+
+
+@shared_task(bind=True, base=JobTask, name="workers.tasks.run_job")
+def run_job(self, job_id: int) -> dict:
+    """Run one Job row (``webapp.jobs.services.job_run``) and return its final status."""
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_run
+
+    job = Job.objects.select_related("team").filter(pk=job_id).first()
+    if job is None:
+        logger.warning("run_job: job %s does not exist (deleted?)", job_id)
+        return {"job_id": job_id, "status": "missing"}
+    job = job_run(job=job)
+    return {"job_id": job.pk, "status": job.status}
