@@ -71,6 +71,8 @@
     var table = qs("table[data-jobs]");
     if (!table) return;
     var row = qs('tr[data-job-id="' + job.id + '"]', table);
+    var pairPage = document.body.getAttribute("data-pair-page");
+    if (!row && pairPage && String(job.pair_id) !== pairPage) return;   // the pair page lists its own jobs only
     if (!row) {
       var tpl = qs("#job-row-template");
       if (!tpl) return;
@@ -86,6 +88,22 @@
     setProgress(row, job);
   }
 
+  // On a pair page, a finished job of the pair brings a new artifact: refresh the comparison table in place.
+  var refreshing = false;
+  function refreshComparison(job) {
+    var pairPage = document.body.getAttribute("data-pair-page");
+    if (!pairPage || String(job.pair_id) !== pairPage || job.status !== "succeeded" || refreshing) return;
+    if (job.artifact_id && qs('tr[data-artifact-id="' + job.artifact_id + '"]')) return;
+    refreshing = true;
+    fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.text(); }).then(function (html) {
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      ["#comparison", ".chart"].forEach(function (sel) {
+        var fresh = qs(sel, doc), old = qs(sel);
+        if (fresh && old) old.innerHTML = fresh.innerHTML;
+      });
+    }).finally(function () { refreshing = false; });
+  }
+
   function handle(msg) {
     dv.messages += 1;
     var jobs = msg.jobs || (msg.job ? [msg.job] : []);
@@ -93,6 +111,7 @@
       dv.seen.push([job.id, Number(job.progress), job.status, Date.now(), msg.type]);
       updateJobRow(job);
       updateJobPage(job);
+      refreshComparison(job);
     });
     document.dispatchEvent(new CustomEvent("deltavault:job", { detail: msg }));
   }

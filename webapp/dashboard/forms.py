@@ -1,0 +1,150 @@
+"""Dashboard forms. They only validate input; views pass ``cleaned_data`` to the services."""
+
+from __future__ import annotations
+
+from django import forms
+
+from webapp.dashboard.codec_fields import codec_config_from, codec_form_fields
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(d, initial) for d in data]
+        return [single(data, initial)] if data else []
+
+
+class TeamCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+
+
+class ModelPathForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    path = forms.CharField(max_length=1024, help_text="A model folder on the server, inside the allowed roots.")
+
+
+class ModelUploadForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    files = MultipleFileField(help_text="*.safetensors weights, config.json and tokenizer files.")
+
+
+class PairCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    base = forms.ModelChoiceField(queryset=None, empty_label=None)
+    finetuned = forms.ModelChoiceField(queryset=None, empty_label=None, label="Fine-tuned")
+
+    def __init__(self, *args, models, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["base"].queryset = models
+        self.fields["finetuned"].queryset = models
+
+
+class DatasetPathForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    path = forms.CharField(max_length=1024, help_text="A UTF-8 text file on the server, inside the allowed roots.")
+
+
+class DatasetUploadForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    file = forms.FileField(help_text="A UTF-8 text file.")
+
+
+KIND_CHOICES = [("compress", "Compress a pair"), ("decompress", "Decompress and verify an artifact"),
+                ("evaluate", "Evaluate perplexity (model or artifact)")]
+QUEUE_CHOICES = [("cpu", "CPU worker"), ("gpu", "GPU worker")]
+
+
+class JobForm(forms.Form):
+    """Kind, inputs, queue, and one fieldset per codec built from ``config_schema()``; only the chosen codec's
+    fields are read."""
+
+    kind = forms.ChoiceField(choices=KIND_CHOICES)
+    pair = forms.ModelChoiceField(queryset=None, required=False, help_text="Compress: the base + fine-tune to code.")
+    codec = forms.ChoiceField(choices=(), required=False, help_text="Compress: the codec.")
+    artifact = forms.ModelChoiceField(queryset=None, required=False,
+                                      help_text="Decompress / evaluate: the artifact to restore.")
+    model = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a registered model.")
+    dataset = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a text dataset.")
+    queue = forms.ChoiceField(choices=QUEUE_CHOICES, initial="cpu")
+    threads = forms.IntegerField(min_value=1, max_value=256, required=False,
+                                 help_text="Threads for the job (empty: the worker's default).")
+
+    MAIN = ("kind", "pair", "codec", "artifact", "model", "dataset", "queue", "threads")
+
+    def __init__(self, *args, codecs: list, pairs, artifacts, models, datasets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.codecs = {cls.codec_id: cls for cls in codecs if getattr(cls, "input_kind", "weights") == "weights"}
+        self.schemas = {cid: cls.config_schema() for cid, cls in self.codecs.items()}
+        self.fields["codec"].choices = [
+            (cid, f"{cid} ({'lossless' if cls.lossless else 'lossy'})") for cid, cls in self.codecs.items()]
+        if "fmdelta" in self.codecs and not self.is_bound and "codec" not in self.initial:
+            self.fields["codec"].initial = "fmdelta"
+        self.fields["pair"].queryset = pairs
+        self.fields["artifact"].queryset = artifacts
+        self.fields["model"].queryset = models
+        self.fields["dataset"].queryset = datasets
+        self._codec_field_names: dict[str, list[str]] = {}
+        for cid, schema in self.schemas.items():
+            fields = codec_form_fields(schema, cid)
+            self.fields.update(fields)
+            self._codec_field_names[cid] = list(fields)
+            if self.is_bound and self.data.get("codec") != cid:
+                for name in fields:      # another codec's options are neither required nor validated
+                    self.fields[name].required = False
+                    self.fields[name].disabled = True
+
+    @property
+    def main_fields(self):
+        return [self[name] for name in self.MAIN]
+
+    @property
+    def codec_fieldsets(self):
+        return [(cid, self.codecs[cid].description, [self[n] for n in names])
+                for cid, names in self._codec_field_names.items()]
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("kind")
+        if kind == "compress":
+            if not data.get("pair"):
+                self.add_error("pair", "Choose the pair to compress.")
+            if not data.get("codec"):
+                self.add_error("codec", "Choose a codec.")
+        elif kind == "decompress" and not data.get("artifact"):
+            self.add_error("artifact", "Choose the artifact to decompress.")
+        elif kind == "evaluate":
+            if not data.get("dataset"):
+                self.add_error("dataset", "Choose a dataset.")
+            if bool(data.get("model")) == bool(data.get("artifact")):
+                self.add_error(None, "Evaluate either a model or an artifact (exactly one).")
+        return data
+
+    def service_kwargs(self) -> dict:
+        """Keyword arguments for ``webapp.jobs.services.job_submit`` (besides team and user)."""
+        data = self.cleaned_data
+        kind = data["kind"]
+        kwargs: dict = {"kind": kind, "queue": data["queue"]}
+        if data.get("threads"):
+            kwargs["options"] = {"threads": data["threads"]}
+        if kind == "compress":
+            codec_id = data["codec"]
+            kwargs["pair"] = data["pair"]
+            kwargs["codec_config"] = codec_config_from(data, codec_id, self.schemas[codec_id])
+        elif kind == "decompress":
+            kwargs["artifact"] = data["artifact"]
+        else:
+            kwargs["dataset"] = data["dataset"]
+            if data.get("model"):
+                kwargs["model"] = data["model"]
+            else:
+                kwargs["artifact"] = data["artifact"]
+        return kwargs

@@ -1,0 +1,28 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from webapp.dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz/", views.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(template_name="registration/login.html",
+                                                redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("teams/switch/", views.team_switch, name="team_switch"),
+    path("teams/new/", views.team_new, name="team_new"),
+    path("models/", views.model_list_view, name="model_list"),
+    path("models/<int:pk>/", views.model_detail, name="model_detail"),
+    path("pairs/", views.pair_list_view, name="pair_list"),
+    path("pairs/<int:pk>/", views.pair_detail, name="pair_detail"),
+    path("datasets/", views.dataset_list_view, name="dataset_list"),
+    path("jobs/", views.job_list_view, name="job_list"),
+    path("jobs/new/", views.job_new, name="job_new"),
+    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job_cancel"),
+    path("jobs/<int:pk>/retry/", views.job_retry_view, name="job_retry"),
+    path("artifacts/<int:pk>/download/", views.artifact_download, name="artifact_download"),
+    path("tokens/", views.tokens, name="tokens"),
+]
