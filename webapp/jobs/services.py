@@ -477,19 +477,19 @@ def _run_decompress(*, job: Job, reporter: JobReporter) -> dict:
         summary = _jsonable(_restore(job=job, artifact=artifact, out_dir=out_dir, reporter=reporter))
         reporter.stage("verifying")
         verification = _verify_restored(artifact=artifact, out_dir=out_dir)
+        if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
+            artifact.verification = verification["status"]
+            artifact.verified_at = timezone.now()
+            artifact.save(update_fields=["verification", "verified_at"])
+        if verification["status"] == Artifact.Verification.FAILED:
+            raise ApplicationError(
+                f"Restored files differ from the fine-tuned model: {', '.join(verification['mismatched'][:10])}"
+            )
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
     summary["output_dir"] = str(out_dir)
     summary["verification"] = verification
-    if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
-        artifact.verification = verification["status"]
-        artifact.verified_at = timezone.now()
-        artifact.save(update_fields=["verification", "verified_at"])
-    if verification["status"] == Artifact.Verification.FAILED:
-        raise ApplicationError(
-            f"Restored files differ from the fine-tuned model: {', '.join(verification['mismatched'][:10])}"
-        )
     reporter.log(f"verification: {verification['status']} ({verification['checked']} files)")
     return summary
 
