@@ -15,6 +15,7 @@ extensions = [
     Extension(
         "modelcodecs._fmdelta",
         sources=["native/fmdelta/_fmdelta.pyx", "native/fmdelta/fmdelta.cpp"],
+        depends=["native/fmdelta/fmdelta.h", "native/fmdelta/fmdelta_core.inc"],
         include_dirs=["native/fmdelta", numpy.get_include()],
         language="c++",
         extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing"],

@@ -1,0 +1,123 @@
+"""How many threads a codec may use, and a process-local thread pool to run chunk jobs on.
+
+Native chunk coders release the GIL around their C++ call, so plain Python threads give real parallelism without
+OpenMP. The pool is created lazily and re-created when the process id changes: a Celery prefork worker inherits the
+parent's pool object, but not its threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Explicit requests above this many threads are clamped (a typo like threads=1000 should not spawn 1000 threads).
+MAX_THREADS = 256
+
+
+def _env_threads(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        # OMP_NUM_THREADS may be a list for nested levels ("4,2"): the first entry counts
+        count = int(value.split(",")[0])
+    except ValueError:
+        return None
+    return count if count >= 1 else None
+
+
+def _cgroup_cpus() -> int | None:
+    """CPU limit from the cgroup quota (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), or None if unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
+            quota_us = int(fh.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
+            period_us = int(fh.read())
+        if quota_us > 0 and period_us > 0:
+            return max(1, math.ceil(quota_us / period_us))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def usable_cores() -> int:
+    """Cores this process may use: the CPU affinity mask, capped by the cgroup quota and by
+    ``DELTAVAULT_THREADS`` (or, when that is unset, ``OMP_NUM_THREADS``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cores = min(cores, quota)
+    env = _env_threads("DELTAVAULT_THREADS") or _env_threads("OMP_NUM_THREADS")
+    if env is not None:
+        cores = min(cores, env)
+    return max(1, cores)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``None`` (or 0) -> all usable cores; a positive int -> that many (at most MAX_THREADS)."""
+    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads == 0):
+        return usable_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"threads must be None or a non-negative integer, got {threads!r}")
+    return min(threads, MAX_THREADS)
+
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid: int | None = None
+_pool_size = 0
+
+
+def get_executor(threads: int) -> ThreadPoolExecutor:
+    """The process-local pool, with at least ``threads`` workers (re-created after a fork or to grow)."""
+    global _pool, _pool_pid, _pool_size
+    with _lock:
+        pid = os.getpid()
+        if _pool is None or _pool_pid != pid or _pool_size < threads:
+            old = _pool if _pool_pid == pid else None
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modelcodecs")
+            _pool_pid = pid
+            _pool_size = threads
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def map_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
+    """``[fn(x) for x in items]``, run on up to ``threads`` pool threads; the first exception propagates."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    pool = get_executor(threads)
+    # at most `threads` jobs in flight, even if the shared pool is larger
+    futures = [pool.submit(fn, item) for item in items[:threads]]
+    results: list[R] = []
+    try:
+        for k in range(len(items)):
+            results.append(futures[k].result())
+            if k + threads < len(items):
+                futures.append(pool.submit(fn, items[k + threads]))
+    finally:
+        for future in futures:
+            future.cancel()
+    return results

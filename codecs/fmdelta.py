@@ -1,0 +1,256 @@
+"""FM-Delta: lossless coding of fine-tuned float weights against the base weights at the same index.
+
+The symbol scheme is FM-Delta's (order-preserving map of the float bits, symbol = sign and bit length of the
+difference, low bits raw); the coder is ours (``native/fmdelta``): independent chunks, a static per-chunk model
+conditioned on the base value's exponent, a 4-way interleaved rANS coder, and common zero mantissa bits shifted out
+(bf16/fp16 weights stored as fp32 cost about what they would as bf16). See ``codecs/README.md``.
+
+Per chunk, ``EncodedChunk.coder`` is one of
+
+* ``"fmdelta"`` -- native FM-Delta payload (float dtypes with a base);
+* ``"planes"``  -- the chunk's bytes (XORed with the base when ``meta["xor"]``) split into byte planes and
+  compressed with zstd (integers, bools, and floats without a base);
+* ``"raw"``     -- the bytes as they are, when neither pays.
+
+``meta["n"]`` is the chunk's element count. Decoding validates every chunk against the tensor spec and turns any
+inconsistency into :class:`CorruptArtifactError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from . import _fmdelta
+from ._threads import map_ordered, resolve_threads
+from .abc import DTYPE_SIZES, FLOAT_DTYPES, CancelCheck, Codec, EncodedChunk, Param, TensorSpec, check_cancel
+from .errors import CorruptArtifactError, ModelFormatError, UnsupportedDtypeError, WrongBaseError
+
+CODERS = frozenset({"fmdelta", "planes", "raw"})
+ZSTD_LEVEL = 3
+
+_local = threading.local()
+
+
+def _zstd_compressor() -> zstandard.ZstdCompressor:
+    # zstandard contexts are not thread-safe: one per thread
+    comp = getattr(_local, "comp", None)
+    if comp is None:
+        comp = _local.comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return comp
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    dec = getattr(_local, "dec", None)
+    if dec is None:
+        dec = _local.dec = zstandard.ZstdDecompressor()
+    return dec
+
+
+def _as_bytes_view(buf: Any, what: str) -> memoryview:
+    try:
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+    except TypeError as exc:
+        raise ModelFormatError(f"{what} must be a C-contiguous bytes-like object: {exc}") from None
+    return view
+
+
+# -- byte planes + zstd (integers, bools, floats without a base) ---------------------------------------------------
+
+def _planes_encode(data: memoryview, base: memoryview | None, item: int) -> bytes:
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if base is not None:
+        arr = np.bitwise_xor(arr, np.frombuffer(base, dtype=np.uint8))
+    if item > 1:
+        arr = arr.reshape(-1, item).T
+    return _zstd_compressor().compress(np.ascontiguousarray(arr).tobytes())
+
+
+def _planes_decode(payload: bytes, base: memoryview | None, out: memoryview, item: int) -> None:
+    nbytes = out.nbytes
+    try:
+        params = zstandard.get_frame_parameters(payload)
+    except zstandard.ZstdError as exc:
+        raise CorruptArtifactError(f"fmdelta: planes chunk is not a zstd frame: {exc}") from None
+    if params.content_size != nbytes:
+        raise CorruptArtifactError(f"fmdelta: planes chunk holds {params.content_size} bytes, expected {nbytes}")
+    try:
+        raw = _zstd_decompressor().decompress(payload, max_output_size=nbytes)
+    except zstandard.ZstdError as exc:
+        raise CorruptArtifactError(f"fmdelta: planes chunk does not decompress: {exc}") from None
+    if len(raw) != nbytes:
+        raise CorruptArtifactError(f"fmdelta: planes chunk decompressed to {len(raw)} bytes, expected {nbytes}")
+    arr = np.frombuffer(raw, dtype=np.uint8)
+    if item > 1:
+        arr = arr.reshape(item, -1).T
+    dst = np.frombuffer(out, dtype=np.uint8)
+    if item > 1:
+        dst = dst.reshape(-1, item)
+    if base is not None:
+        src = np.frombuffer(base, dtype=np.uint8)
+        np.bitwise_xor(arr, src.reshape(dst.shape), out=dst)
+    else:
+        dst[...] = arr
+
+
+# -- the codec -----------------------------------------------------------------------------------------------------
+
+class FMDeltaCodec(Codec):
+    """FM-Delta with exponent contexts, rANS, independent chunks and zero-mantissa shifting (lossless)."""
+
+    codec_id = "fmdelta"
+    lossless = True
+    needs_base = True
+    description = (
+        "Lossless FM-Delta: each fine-tuned float is coded against the base float at the same index (order-"
+        "preserving bit map, difference split into a coded bit length and raw low bits), with a per-chunk model "
+        "conditioned on the base exponent, rANS coding, and bf16-in-fp32 mantissa shifting. Integers and "
+        "tensors without a base use XOR + byte planes + zstd."
+    )
+    params = (
+        Param("chunk_elements", int, 1 << 20, "elements per independently decodable chunk",
+              minimum=4096, maximum=1 << 26),
+        Param("context", str, "exponent", "condition the symbol model on the base value's exponent, or not",
+              choices=("exponent", "none")),
+        Param("shift_zero_mantissa", bool, True,
+              "shift out mantissa low bits that are zero in base and fine-tune (bf16/fp16 weights stored as fp32)"),
+    )
+
+    # -- encoding -----------------------------------------------------------------------------------------------
+    def encode_tensor(self, spec: TensorSpec, data: memoryview, base: memoryview | None, *, threads: int = 1,
+                      cancel: CancelCheck | None = None) -> Iterator[EncodedChunk]:
+        item = self._item_size(spec)
+        data = _as_bytes_view(data, "data")
+        if data.nbytes != spec.nbytes:
+            raise ModelFormatError(f"{spec.name}: got {data.nbytes} bytes, {spec.dtype}{list(spec.shape)} "
+                                   f"needs {spec.nbytes}")
+        if base is not None:
+            base = _as_bytes_view(base, "base")
+            if base.nbytes != spec.nbytes:
+                raise WrongBaseError(f"{spec.name}: base has {base.nbytes} bytes, expected {spec.nbytes}")
+        nthreads = resolve_threads(threads)
+        n = spec.numel
+        step = self.chunk_elements
+        bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
+        use_native = spec.dtype in FLOAT_DTYPES and base is not None
+        context = self.context == "exponent"
+        shift = self.shift_zero_mantissa
+
+        def job(bound: tuple[int, int]) -> EncodedChunk:
+            a, b = bound[0] * item, bound[1] * item
+            chunk = data[a:b]
+            count = bound[1] - bound[0]
+            if use_native:
+                payload = _fmdelta.encode(chunk, base[a:b], spec.dtype, context, shift)
+                coder, meta = "fmdelta", {"n": count}
+            else:
+                payload = _planes_encode(chunk, base[a:b] if base is not None else None, item)
+                coder, meta = "planes", {"n": count, "xor": base is not None}
+            if len(payload) >= b - a:  # coding did not pay: store the bytes
+                return EncodedChunk("raw", bytes(chunk), {"n": count})
+            return EncodedChunk(coder, payload, meta)
+
+        batch = max(1, nthreads) * 2
+        for k in range(0, len(bounds), batch):
+            check_cancel(cancel)
+            yield from map_ordered(job, bounds[k:k + batch], nthreads)
+
+    # -- decoding -----------------------------------------------------------------------------------------------
+    def decode_tensor(self, spec: TensorSpec, chunks: Sequence[EncodedChunk], base: memoryview | None,
+                      out: memoryview, *, threads: int = 1, cancel: CancelCheck | None = None) -> None:
+        item = self._item_size(spec)
+        out = _as_bytes_view(out, "out")
+        if out.readonly:
+            raise ValueError("fmdelta: destination buffer is read-only")
+        if out.nbytes != spec.nbytes:
+            raise ValueError(f"fmdelta: destination has {out.nbytes} bytes, {spec.name} needs {spec.nbytes}")
+        if base is not None:
+            base = _as_bytes_view(base, "base")
+            if base.nbytes != spec.nbytes:
+                raise WrongBaseError(f"{spec.name}: base has {base.nbytes} bytes, expected {spec.nbytes}")
+        jobs = self._plan(spec, chunks, base, item)
+        nthreads = resolve_threads(threads)
+
+        def job(task: tuple[EncodedChunk, int, int]) -> None:
+            chunk, a, b = task
+            dst = out[a:b]
+            if chunk.coder == "raw":
+                if len(chunk.payload) != b - a:
+                    raise CorruptArtifactError(f"{spec.name}: raw chunk has {len(chunk.payload)} bytes, "
+                                               f"expected {b - a}")
+                dst[:] = chunk.payload
+            elif chunk.coder == "fmdelta":
+                _fmdelta.decode(chunk.payload, base[a:b], dst, spec.dtype)
+            else:
+                _planes_decode(chunk.payload, base[a:b] if chunk.meta["xor"] else None, dst, item)
+
+        batch = max(1, nthreads) * 2
+        for k in range(0, len(jobs), batch):
+            check_cancel(cancel)
+            map_ordered(job, jobs[k:k + batch], nthreads)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _item_size(spec: TensorSpec) -> int:
+        try:
+            return DTYPE_SIZES[spec.dtype]
+        except KeyError:
+            raise UnsupportedDtypeError(f"fmdelta: unsupported dtype {spec.dtype!r}") from None
+
+    @staticmethod
+    def _plan(spec: TensorSpec, chunks: Sequence[EncodedChunk], base: memoryview | None,
+              item: int) -> list[tuple[EncodedChunk, int, int]]:
+        """Validate every chunk's coder and meta against the spec; return (chunk, byte start, byte end)."""
+        jobs = []
+        offset = 0
+        numel = spec.numel
+        for index, chunk in enumerate(chunks):
+            where = f"{spec.name}: chunk {index}"
+            if not isinstance(chunk, EncodedChunk) or chunk.coder not in CODERS:
+                raise CorruptArtifactError(f"{where}: unknown coder {getattr(chunk, 'coder', None)!r}")
+            if not isinstance(chunk.payload, (bytes, bytearray, memoryview)):
+                raise CorruptArtifactError(f"{where}: payload is not bytes")
+            meta = chunk.meta if isinstance(chunk.meta, dict) else {}
+            count = meta.get("n")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1 or count > numel - offset:
+                raise CorruptArtifactError(f"{where}: bad element count {count!r}")
+            if chunk.coder == "fmdelta":
+                if spec.dtype not in FLOAT_DTYPES:
+                    raise CorruptArtifactError(f"{where}: fmdelta chunk for a {spec.dtype} tensor")
+                if base is None:
+                    raise WrongBaseError(f"{spec.name}: this tensor was coded against a base; none was given")
+            elif chunk.coder == "planes":
+                xor = meta.get("xor")
+                if not isinstance(xor, bool):
+                    raise CorruptArtifactError(f"{where}: bad planes meta {meta!r}")
+                if xor and base is None:
+                    raise WrongBaseError(f"{spec.name}: this tensor was coded against a base; none was given")
+            jobs.append((chunk, offset * item, (offset + count) * item))
+            offset += count
+        if offset != numel:
+            raise CorruptArtifactError(f"{spec.name}: chunks hold {offset} elements, expected {numel}")
+        return jobs
+
+
+def symbol_entropy_bound(data: Any, base: Any, dtype: str) -> float:
+    """Order-0 entropy, in bytes, of the reference FM-Delta symbols of ``data`` against ``base`` (one model for
+    the whole buffer, no context, no shift) plus their raw bits: the yardstick for this codec's ratio."""
+    if dtype not in _fmdelta.DTYPE_CODES:
+        raise UnsupportedDtypeError(f"symbol_entropy_bound: {dtype!r} is not a float dtype")
+    data = _as_bytes_view(data, "data")
+    base = _as_bytes_view(base, "base")
+    hist, raw_bits = _fmdelta.reference_stats_of(data, base, dtype)
+    counts = np.asarray(hist, dtype=np.float64)
+    total = counts.sum()
+    counts = counts[counts > 0]
+    bits = float((counts * np.log2(total / counts)).sum()) if total else 0.0
+    return (bits + raw_bits) / 8.0
+
+
+__all__ = ["FMDeltaCodec", "symbol_entropy_bound"]
