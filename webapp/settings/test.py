@@ -35,3 +35,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 # Keep job progress snappy in tests.
 DELTAVAULT_PROGRESS_INTERVAL = 0.05
 DELTAVAULT_CANCEL_CHECK_INTERVAL = 0.0
+# Serve static files straight from the finders (no collectstatic in tests).
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

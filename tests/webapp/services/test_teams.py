@@ -1,0 +1,71 @@
+import pytest
+from django.core.exceptions import PermissionDenied
+
+from tests.factories import user_create
+from webapp.core.exceptions import ApplicationError
+from webapp.teams.models import Membership, Team
+from webapp.teams.selectors import membership_role, team_get_for_user, team_list_for_user, team_resolve_for_user
+from webapp.teams.services import membership_add, membership_remove, team_create
+
+pytestmark = pytest.mark.django_db
+
+
+class TeamCreateTests:
+    def test_owner_becomes_admin(self):
+        owner = user_create()
+        team = team_create(name="Research Lab", owner=owner)
+        assert team.slug == "research-lab"
+        assert membership_role(user=owner, team=team) == Membership.Role.ADMIN
+
+    def test_duplicate_slug_is_refused_and_creates_nothing(self):
+        owner = user_create()
+        team_create(name="Lab", owner=owner)
+        with pytest.raises(ApplicationError, match="already exists"):
+            team_create(name="lab", owner=owner)
+        with pytest.raises(ApplicationError, match="letter or digit"):
+            team_create(name="!!!", owner=owner)
+        assert Team.objects.count() == 1 and Membership.objects.count() == 1
+
+
+class MembershipTests:
+    def test_admin_adds_and_changes_roles(self, world):
+        carol = user_create(username="carol")
+        membership_add(team=world["acme"], user=carol, role="viewer", by=world["alice"])
+        assert membership_role(user=carol, team=world["acme"]) == "viewer"
+        membership_add(team=world["acme"], user=carol, role="member", by=world["alice"])
+        assert membership_role(user=carol, team=world["acme"]) == "member"
+
+    def test_only_admins_manage_members(self, world):
+        carol = user_create(username="carol")
+        for user in (world["mallory"], world["victor"], world["bob"]):
+            with pytest.raises(PermissionDenied):
+                membership_add(team=world["acme"], user=carol, by=user)
+        assert membership_role(user=carol, team=world["acme"]) is None
+
+    def test_the_last_admin_stays(self, world):
+        with pytest.raises(ApplicationError, match="at least one admin"):
+            membership_remove(team=world["acme"], user=world["alice"], by=world["alice"])
+        with pytest.raises(ApplicationError, match="at least one admin"):
+            membership_add(team=world["acme"], user=world["alice"], role="member", by=world["alice"])
+        membership_remove(team=world["acme"], user=world["victor"], by=world["alice"])
+        assert membership_role(user=world["victor"], team=world["acme"]) is None
+
+    def test_anyone_may_leave(self, world):
+        membership_remove(team=world["acme"], user=world["mallory"], by=world["mallory"])
+        assert membership_role(user=world["mallory"], team=world["acme"]) is None
+
+
+class TeamSelectorTests:
+    def test_users_see_only_their_teams(self, world):
+        assert list(team_list_for_user(user=world["alice"])) == [world["acme"]]
+        with pytest.raises(Exception) as info:
+            team_get_for_user(user=world["alice"], slug="other")
+        assert info.type.__name__ == "Http404"
+
+    def test_resolve_uses_the_only_team_or_asks(self, world):
+        assert team_resolve_for_user(user=world["bob"], slug=None) == world["other"]
+        membership_add(team=world["other"], user=world["alice"], role="viewer")
+        with pytest.raises(ApplicationError, match="several teams"):
+            team_resolve_for_user(user=world["alice"], slug=None)
+        with pytest.raises(ApplicationError, match="not a member"):
+            team_resolve_for_user(user=user_create(), slug=None)
