@@ -1,0 +1,84 @@
+"""workers.tasks.run_job, called synchronously (no broker): it loads the row and delegates to job_run."""
+
+from unittest import mock
+
+import pytest
+
+from tests.factories import job_create, pair_create
+from webapp.jobs.models import Job
+from workers.tasks import run_job
+
+pytestmark = pytest.mark.django_db
+
+
+class RunJobTaskTests:
+    def test_delegates_to_job_run(self, world):
+        job = job_create(team=world["acme"], pair=pair_create(team=world["acme"]))
+
+        def fake_run(*, job):
+            job.status = Job.Status.SUCCEEDED
+            return job
+
+        with mock.patch("webapp.jobs.services.job_run", side_effect=fake_run) as job_run:
+            result = run_job.apply(args=[job.pk]).get()
+        assert job_run.call_args.kwargs["job"].pk == job.pk
+        assert result == {"job_id": job.pk, "status": "succeeded"}
+
+    def test_missing_job_is_reported_not_raised(self, world):
+        assert run_job.run(999_999) == {"job_id": 999_999, "status": "missing"}
+
+    def test_an_escaping_error_fails_the_job_through_on_failure(self, world):
+        job = job_create(team=world["acme"], status=Job.Status.RUNNING)
+        with mock.patch("webapp.jobs.services.job_run", side_effect=MemoryError("out of memory")):
+            outcome = run_job.apply(args=[job.pk], throw=False)
+        assert outcome.failed()
+        job.refresh_from_db()
+        assert job.status == Job.Status.FAILED and job.error == "MemoryError: out of memory"
+
+    def test_a_real_compress_job_end_to_end_in_process(self, world, tiny_pair_dirs):
+        from webapp.registry.services import model_register_from_path, pair_create as real_pair_create
+
+        team, user = world["acme"], world["alice"]
+        base = model_register_from_path(team=team, user=user, name="b", path="tiny-base")
+        ft = model_register_from_path(team=team, user=user, name="f", path="tiny-ft")
+        pair = real_pair_create(team=team, user=user, name="p", base=base, finetuned=ft)
+        job = job_create(team=team, pair=pair, codec_config={"id": "zstd"})
+        assert run_job.apply(args=[job.pk]).get() == {"job_id": job.pk, "status": "succeeded"}
+        job.refresh_from_db()
+        assert job.output_artifact.ratio > 0
+
+
+class CeleryConfigTests:
+    def test_app_is_configured_from_django_settings(self, settings):
+        from workers.celery_app import app
+
+        conf = app.conf
+        assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
+        assert conf.task_soft_time_limit < conf.task_time_limit
+        assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+        assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+        assert conf.task_default_queue == "cpu" and conf.worker_hijack_root_logger is False
+        assert conf.result_extended is True and conf.worker_send_task_events is True
+        assert "workers.tasks.run_job" in app.tasks
+
+    def test_job_goes_to_its_queue(self, world, django_capture_on_commit_callbacks):
+        from webapp.jobs.services import job_submit
+
+        pair = pair_create(team=world["acme"])
+        with mock.patch("workers.tasks.run_job.apply_async") as apply_async, \
+                django_capture_on_commit_callbacks(execute=True):
+            job = job_submit(team=world["acme"], user=world["alice"], kind="compress", pair=pair,
+                             codec_config="zstd", queue="gpu")
+        assert apply_async.call_args.kwargs["queue"] == "gpu"
+        assert apply_async.call_args.kwargs["args"] == [job.pk]
+
+    def test_importing_the_web_app_and_workers_does_not_import_torch(self):
+        import subprocess
+        import sys
+
+        code = ("import os, sys; os.environ['DJANGO_SETTINGS_MODULE']='webapp.settings.test';"
+                "import django; django.setup();"
+                "import webapp.urls, workers.tasks, webapp.jobs.services, webapp.registry.services;"
+                "print('torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False"
