@@ -1,0 +1,39 @@
+import os
+
+import pytest
+
+from webapp.core.exceptions import ApplicationError
+from webapp.core.paths import path_resolve_in_roots
+
+
+class PathResolveTests:
+    def test_inside_absolute_and_relative(self, tmp_path):
+        root = tmp_path / "root"
+        (root / "m").mkdir(parents=True)
+        assert path_resolve_in_roots(str(root / "m"), roots=[root]) == (root / "m").resolve()
+        assert path_resolve_in_roots("m", roots=[root], kind="dir") == (root / "m").resolve()
+
+    def test_second_root(self, tmp_path):
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        (b / "f.txt").parent.mkdir()
+        (b / "f.txt").write_text("x")
+        assert path_resolve_in_roots(str(b / "f.txt"), roots=[a, b], kind="file") == (b / "f.txt").resolve()
+
+    @pytest.mark.parametrize("raw", ["..", "m/../m", "/etc/passwd", "link", "link/inner", "prefix-sibling"])
+    def test_refused(self, tmp_path, raw):
+        root = tmp_path / "root"
+        (root / "m").mkdir(parents=True)
+        outside = tmp_path / "outside"
+        (outside / "inner").mkdir(parents=True)
+        os.symlink(outside, root / "link")
+        (tmp_path / "root-sibling").mkdir()
+        if raw == "prefix-sibling":  # /x/root-sibling starts with /x/root as a string but is not inside it
+            raw = str(tmp_path / "root-sibling")
+        with pytest.raises(ApplicationError):
+            path_resolve_in_roots(raw, roots=[root])
+
+    def test_nul_and_empty(self, tmp_path):
+        for raw in ("", "   ", "a\x00b"):
+            with pytest.raises(ApplicationError):
+                path_resolve_in_roots(raw, roots=[tmp_path])
