@@ -6,7 +6,9 @@ export DELTAVAULT_HOME="${DELTAVAULT_HOME:-$REPO/var}"
 export PYTHONUNBUFFERED=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-log() { printf '\033[1m[deltavault]\033[0m %s\n' "$*" >&2; }
+log() {
+    if [[ -t 2 ]]; then printf '\033[1m[deltavault]\033[0m %s\n' "$*" >&2; else printf '[deltavault] %s\n' "$*" >&2; fi
+}
 die() { log "error: $*"; exit 1; }
 
 # Pick the interpreter: $PYTHON if given, an existing ./.venv, else python3 unless it is a distribution Python
