@@ -77,7 +77,7 @@ def _options_clean(options: dict | None) -> dict:
     threads = options.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ApplicationError("options.threads must be a positive integer.")
-    unknown = sorted(set(options) - {"threads", "keep_output", "max_tokens"})
+    unknown = sorted(set(options) - {"threads", "max_tokens"})
     if unknown:
         raise ApplicationError(f"Unknown job option(s): {', '.join(unknown)}.")
     return options
@@ -169,13 +169,7 @@ def job_cancel(*, job: Job, user: AbstractBaseUser) -> Job:
     if not stopped:
         Job.objects.filter(pk=job.pk).update(cancel_requested=True)
     job.refresh_from_db()
-    if stopped and job.celery_task_id:
-        try:
-            from workers.celery_app import app
-
-            app.control.revoke(job.celery_task_id)
-        except Exception:  # noqa: BLE001 - the worker skips cancelled rows anyway
-            logger.warning("could not revoke task of job %s", job.pk, exc_info=True)
+    # No revoke: the task still reaches a worker, which skips the cancelled row (job_run) in no time.
     job_progress_publish(job=job)
     return job
 
@@ -238,12 +232,11 @@ class JobReporter:
         lo, hi = self.span
         fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
         progress = lo + (hi - lo) * fraction
-        new_stage = bool(stage) and stage != self._stage
-        if new_stage:
+        if stage and stage != self._stage:
             self._stage = stage
-            self.log(f"{stage}")
+            self.log(stage)
         now = time.monotonic()
-        if not new_stage and fraction < 1.0 and now - self._last_write < self.interval:
+        if fraction < 1.0 and now - self._last_write < self.interval:
             return
         self._last_write = now
         self.job.progress = round(progress, 3)

@@ -219,9 +219,11 @@ CELERY_RESULT_SERIALIZER = "json"
 # stopped. (The soft limit fires only when Python regains control; the codecs work in chunks so it does.)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", CELERY_TASK_TIME_LIMIT - 300)
-# A job is acknowledged when it has finished, so a worker that dies hands it to another; one job per process.
+# A job is acknowledged when it has finished (a worker node that vanishes hands it on after the visibility
+# timeout); one job per process. A pool process killed mid-job (OOM, hard time limit) is not requeued, which
+# could loop forever on a job that always dies: the job is marked failed (workers.tasks) and can be retried.
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers unacknowledged tasks after the visibility timeout: keep it above the hard time limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}

@@ -82,3 +82,24 @@ class CeleryConfigTests:
                 "print('torch' in sys.modules)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "False"
+
+
+class WorkerLostTests:
+    def test_a_killed_pool_process_fails_the_job(self, world):
+        from billiard.exceptions import WorkerLostError
+        from celery.signals import task_failure
+
+        job = job_create(team=world["acme"], status=Job.Status.RUNNING)
+        exc = WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: 0.")
+        task_failure.send(sender=run_job, task_id="x", exception=exc, args=[job.pk], kwargs={}, einfo=None)
+        job.refresh_from_db()
+        assert job.status == Job.Status.FAILED and "SIGKILL" in job.error
+
+    def test_other_failures_are_left_to_on_failure(self, world):
+        from celery.signals import task_failure
+
+        job = job_create(team=world["acme"], status=Job.Status.RUNNING)
+        task_failure.send(sender=run_job, task_id="x", exception=ValueError("x"), args=[job.pk], kwargs={},
+                          einfo=None)
+        job.refresh_from_db()
+        assert job.status == Job.Status.RUNNING
