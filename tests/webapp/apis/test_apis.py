@@ -335,6 +335,12 @@ class SchemaTests:
         docs = api_client.get("/api/docs/")
         assert docs.status_code == 200 and b"swagger-ui" in docs.content
         assert b"cdn.jsdelivr" not in docs.content and b"unpkg.com" not in docs.content
+        import re
+
+        bundle = re.search(rb'src="([^"]*swagger-ui-bundle\.js)"', docs.content).group(1).decode()
+        assert bundle.startswith("/static/")
+        asset = api_client.get(bundle)
+        assert asset.status_code == 200
 
     def test_schema_generates_without_warnings(self):
         from django.core.management import call_command
