@@ -1,0 +1,117 @@
+"""Load the demo: a user, a team, a tiny base/fine-tuned transformer pair (made here by fine-tuning a tiny model),
+registered through the services, a text dataset, and one finished compression job. Safe to run again: whatever
+already exists is kept.
+
+    python manage.py deltavault_demo [--username demo] [--password demo-password] [--no-job]
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import modelcodecs
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_list
+from webapp.jobs.services import job_run, job_submit
+from webapp.registry.selectors import artifact_list, dataset_list, model_list, pair_list
+from webapp.registry.services import dataset_register_from_path, model_register_from_path, pair_create
+from webapp.teams.models import Team
+from webapp.teams.services import membership_add, team_create
+
+TEAM_NAME, TEAM_SLUG = "Demo Lab", "demo"
+BASE_NAME, FT_NAME, PAIR_NAME, DATASET_NAME = "tiny-base", "tiny-chat", "tiny-chat vs tiny-base", "demo-text"
+
+DEMO_TEXT = """DeltaVault keeps one base model and stores each fine-tune as a compressed delta against it.
+A lossless codec restores every byte of the fine-tuned checkpoint; a lossy one trades a little quality for a much
+smaller artifact. The pair page compares the codecs: ratio, speed, verification and perplexity on a text like
+this one. Jobs run on workers and report their progress live to the browser.
+"""
+
+
+def make_pair(root: Path) -> tuple[Path, Path]:
+    """Build the tiny pair with ``modelcodecs.synthetic.make_tiny_transformer_pair`` (once)."""
+    base_dir, ft_dir = root / "base", root / "finetuned"
+    if (base_dir / "config.json").exists() and (ft_dir / "config.json").exists():
+        return base_dir, ft_dir
+    try:
+        from modelcodecs.synthetic import make_tiny_transformer_pair
+    except ImportError as exc:
+        raise CommandError(f"modelcodecs.synthetic is not available ({exc}); install with "
+                           "pip install -e '.[models]'") from exc
+    params = inspect.signature(make_tiny_transformer_pair).parameters
+    kwargs = {}
+    if "seed" in params:
+        kwargs["seed"] = 0
+    if "base_dir" in params and "finetuned_dir" in params:
+        result = make_tiny_transformer_pair(base_dir=base_dir, finetuned_dir=ft_dir, **kwargs)
+    else:
+        result = make_tiny_transformer_pair(root, **kwargs)
+    if isinstance(result, (tuple, list)) and len(result) >= 2:
+        base_dir, ft_dir = Path(result[0]), Path(result[1])
+    elif isinstance(result, dict) and "base" in result:
+        base_dir, ft_dir = Path(result["base"]), Path(result["finetuned"])
+    return base_dir, ft_dir
+
+
+class Command(BaseCommand):
+    help = "Create the demo user, team, tiny model pair, dataset and one finished compression job (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--username", default="demo")
+        parser.add_argument("--password", default="demo-password")
+        parser.add_argument("--no-job", action="store_true", help="do not run the demo compression job")
+
+    def handle(self, *args, username: str, password: str, no_job: bool, **options):
+        User = get_user_model()
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = User.objects.create_user(username=username, password=password)
+            self.stdout.write(f"created user {username}")
+        team = Team.objects.filter(slug=TEAM_SLUG).first()
+        if team is None:
+            team = team_create(name=TEAM_NAME, slug=TEAM_SLUG, owner=user)
+            self.stdout.write(f"created team {TEAM_NAME}")
+        else:
+            membership_add(team=team, user=user, role="admin")
+
+        root = Path(settings.DELTAVAULT_MODEL_ROOTS[0]) / "demo"
+        root.mkdir(parents=True, exist_ok=True)
+        models = {m.name: m for m in model_list(team=team)}
+        if BASE_NAME not in models or FT_NAME not in models:
+            self.stdout.write("building the tiny transformer pair (a few seconds)…")
+            base_dir, ft_dir = make_pair(root)
+            for name, path in ((BASE_NAME, base_dir), (FT_NAME, ft_dir)):
+                if name not in models:
+                    models[name] = model_register_from_path(team=team, user=user, name=name, path=str(path))
+                    self.stdout.write(f"registered model {name} ({path})")
+
+        pair = pair_list(team=team).filter(name=PAIR_NAME).first()
+        if pair is None:
+            pair = pair_create(team=team, user=user, name=PAIR_NAME, base=models[BASE_NAME],
+                               finetuned=models[FT_NAME])
+            self.stdout.write(f"created pair {PAIR_NAME}")
+
+        if not dataset_list(team=team).filter(name=DATASET_NAME).exists():
+            text = root / "demo-text.txt"
+            if not text.exists():
+                text.write_text(DEMO_TEXT * 8, encoding="utf-8")
+            dataset_register_from_path(team=team, user=user, name=DATASET_NAME, path=str(text))
+            self.stdout.write(f"registered dataset {DATASET_NAME}")
+
+        has_artifact = artifact_list(team=team, filters={"pair": pair.pk}).exists()
+        pending = job_list(team=team, filters={"pair": pair.pk, "status": [Job.Status.QUEUED, Job.Status.RUNNING]})
+        if not no_job and not has_artifact and not pending.exists():
+            codec = "fmdelta" if "fmdelta" in {c.codec_id for c in modelcodecs.list_codecs()} else "zstd"
+            job = job_submit(team=team, user=user, kind=Job.Kind.COMPRESS, pair=pair, codec_config={"id": codec})
+            # Run it here, so the dashboard has a result at once; the queued task then finds it finished.
+            job = job_run(job=job)
+            self.stdout.write(f"compression job #{job.pk} ({codec}): {job.status}")
+            if job.status != Job.Status.SUCCEEDED:
+                raise CommandError(f"the demo job failed: {job.error}")
+
+        self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {username} / {password}"))
