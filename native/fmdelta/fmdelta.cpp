@@ -138,11 +138,11 @@ void normalise(const uint32_t* c, int alpha, uint32_t* f) {
     }
 }
 
-struct EncSym {
-    uint64_t xmax;   // renormalise when x >= xmax
-    uint64_t rcp;    // ceil(2^44 / freq): x / freq == (x * rcp) >> 44 for x < 2^32
-    uint32_t cum;    // start of the symbol's slot range
-    uint32_t cmpl;   // (1 << scale) - freq
+struct EncSym {       // 16 bytes
+    uint64_t rcp;     // ceil(2^44 / freq): x / freq == (x * rcp) >> 44 for x < 2^32
+    uint32_t freq;    // renormalise when x >= freq << 20
+    uint16_t cum;     // start of the symbol's slot range
+    uint16_t cmpl;    // (1 << scale) - freq
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ struct SymInfo {
 struct Scratch {
     std::vector<uint8_t> sym, ctx, raw;
     std::vector<uint16_t> words;
-    std::vector<uint32_t> dtab;
+    std::vector<uint32_t> dtab, hist;
     void trim() {
         constexpr size_t kKeep = static_cast<size_t>(96) << 20;
         size_t held = sym.capacity() + ctx.capacity() + raw.capacity() + 2 * words.capacity() + 4 * dtab.capacity();
