@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 import shutil
+import threading
 import time
 import traceback
 import uuid
@@ -221,28 +222,32 @@ class JobReporter:
         self.interval = float(settings.DELTAVAULT_PROGRESS_INTERVAL)
         self.cancel_interval = float(settings.DELTAVAULT_CANCEL_CHECK_INTERVAL)
         self.span = span
-        self._last_write = 0.0
-        self._last_cancel_check = 0.0
+        self._last_write: float | None = None
+        self._last_cancel_check: float | None = None
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
+        # modelcodecs may report from its worker threads: one report at a time.
+        self._lock = threading.RLock()
 
     # progress ------------------------------------------------------------------------------------------------
     def __call__(self, done: int, total: int, stage: str = "") -> None:
-        lo, hi = self.span
-        fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
-        progress = lo + (hi - lo) * fraction
-        if stage and stage != self._stage:
-            self._stage = stage
-            self.log(stage)
-        now = time.monotonic()
-        if fraction < 1.0 and now - self._last_write < self.interval:
-            return
-        self._last_write = now
-        self.job.progress = round(progress, 3)
-        if stage:
-            self.job.stage = stage[:200]
-        self.flush()
+        with self._lock:
+            lo, hi = self.span
+            fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+            # Never move backwards (a codec may report a stage with done=0 after the bytes were coded).
+            progress = max(lo + (hi - lo) * fraction, float(self.job.progress))
+            if stage and stage != self._stage:
+                self._stage = stage
+                self.log(stage)
+            now = time.monotonic()
+            if fraction < 1.0 and self._last_write is not None and now - self._last_write < self.interval:
+                return
+            self._last_write = now
+            self.job.progress = min(round(progress, 3), 100.0)
+            if stage:
+                self.job.stage = stage[:200]
+            self.flush()
 
     def set_span(self, lo: float, hi: float) -> None:
         self.span = (lo, hi)
@@ -272,14 +277,15 @@ class JobReporter:
     def cancelled(self) -> bool:
         if self._cancel_seen:
             return True
-        now = time.monotonic()
-        if self._last_cancel_check and now - self._last_cancel_check < self.cancel_interval:
-            return False
-        self._last_cancel_check = now
-        self._cancel_seen = bool(
-            Job.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True).first()
-        )
-        return self._cancel_seen
+        with self._lock:
+            now = time.monotonic()
+            if self._last_cancel_check is not None and now - self._last_cancel_check < self.cancel_interval:
+                return False
+            self._last_cancel_check = now
+            self._cancel_seen = bool(
+                Job.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True).first()
+            )
+            return self._cancel_seen
 
 
 def _threads(job: Job) -> int | None:
