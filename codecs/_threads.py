@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -121,3 +121,42 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[
         for future in futures:
             future.cancel()
     return results
+
+
+def iter_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int,
+                 before_submit: Callable[[], None] | None = None) -> Iterator[R]:
+    """Yield ``fn(x)`` for each item in order, keeping up to ``threads`` jobs in flight on the pool (so a slow
+    chunk does not leave the other threads idle as fixed batches would). ``before_submit`` runs before each job
+    is started (cancellation checks); whatever it raises propagates after the jobs in flight are cancelled or
+    finished."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            if before_submit is not None:
+                before_submit()
+            yield fn(item)
+        return
+    pool = get_executor(threads)
+    futures = []
+    try:
+        for item in items[:threads]:
+            if before_submit is not None:
+                before_submit()
+            futures.append(pool.submit(fn, item))
+        for k in range(len(items)):
+            result = futures[k].result()
+            if k + threads < len(items):
+                if before_submit is not None:
+                    before_submit()
+                futures.append(pool.submit(fn, items[k + threads]))
+            yield result
+    finally:
+        for future in futures:
+            future.cancel()
+        # do not return while jobs still write into caller-owned buffers
+        for future in futures:
+            if not future.cancelled():
+                try:
+                    future.result()
+                except BaseException:  # noqa: BLE001 - the first error already propagated
+                    pass

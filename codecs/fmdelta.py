@@ -26,7 +26,7 @@ import numpy as np
 import zstandard
 
 from . import _fmdelta
-from ._threads import map_ordered, resolve_threads
+from ._threads import iter_ordered, resolve_threads
 from .abc import DTYPE_SIZES, FLOAT_DTYPES, CancelCheck, Codec, EncodedChunk, Param, TensorSpec, check_cancel
 from .errors import CorruptArtifactError, ModelFormatError, UnsupportedDtypeError, WrongBaseError
 
@@ -156,10 +156,7 @@ class FMDeltaCodec(Codec):
                 return EncodedChunk("raw", bytes(chunk), {"n": count})
             return EncodedChunk(coder, payload, meta)
 
-        batch = max(1, nthreads) * 2
-        for k in range(0, len(bounds), batch):
-            check_cancel(cancel)
-            yield from map_ordered(job, bounds[k:k + batch], nthreads)
+        yield from iter_ordered(job, bounds, nthreads, lambda: check_cancel(cancel))
 
     # -- decoding -----------------------------------------------------------------------------------------------
     def decode_tensor(self, spec: TensorSpec, chunks: Sequence[EncodedChunk], base: memoryview | None,
@@ -190,10 +187,8 @@ class FMDeltaCodec(Codec):
             else:
                 _planes_decode(chunk.payload, base[a:b] if chunk.meta["xor"] else None, dst, item)
 
-        batch = max(1, nthreads) * 2
-        for k in range(0, len(jobs), batch):
-            check_cancel(cancel)
-            map_ordered(job, jobs[k:k + batch], nthreads)
+        for _ in iter_ordered(job, jobs, nthreads, lambda: check_cancel(cancel)):
+            pass
 
     # -- helpers ------------------------------------------------------------------------------------------------
     @staticmethod

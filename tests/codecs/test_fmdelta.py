@@ -521,3 +521,33 @@ def test_native_face_validates_sizes():
         _fmdelta.decode(payload, bytes(12), bytearray(12), "F32")
     with pytest.raises(CorruptArtifactError):  # dtype in the header differs
         _fmdelta.decode(payload, bytes(4), bytearray(4), "BF16")
+
+
+def test_iter_ordered_keeps_order_and_propagates_errors():
+    import time
+
+    from modelcodecs._threads import iter_ordered, map_ordered
+
+    def slow_square(x):
+        time.sleep(0.002 * (5 - x % 5))
+        return x * x
+
+    assert list(iter_ordered(slow_square, range(12), 3)) == [x * x for x in range(12)]
+    assert map_ordered(slow_square, range(7), 2) == [x * x for x in range(7)]
+
+    def boom(x):
+        if x == 4:
+            raise CorruptArtifactError("bad chunk")
+        return x
+
+    with pytest.raises(CorruptArtifactError):
+        list(iter_ordered(boom, range(10), 2))
+    checks = []
+
+    def stop_after_three():
+        checks.append(1)
+        if len(checks) > 3:
+            raise CancelledError("stop")
+
+    with pytest.raises(CancelledError):
+        list(iter_ordered(lambda x: x, range(10), 2, stop_after_three))
