@@ -109,14 +109,22 @@ def bench_progress_latency(stack, accounts, api: Api, pair_id: int, probes: int)
               if (m.job && m.job.stage && m.job.stage.startsWith('probe-')) window.__recv[m.job.stage] = now;
               if (m.type === 'job.update') window.__live.push([m.job.id, m.job.progress, m.job.status]); };
         })""", [f"/ws/teams/acme/jobs/?token={token}"])
-        # 1. publish -> browser, with the worker's own publish function.
-        row = Job.objects.select_related("team").get(pk=job["id"])
-        sent = {}
-        for i in range(probes):
-            row.stage = f"probe-{i}"
-            sent[row.stage] = time.time() * 1000
-            job_progress_publish(job=row)
-            time.sleep(0.05)
+        # 1. publish -> browser, with the worker's own publish function (from a plain thread: Playwright's sync
+        # API keeps an event loop in this one, where Django refuses ORM calls).
+        def publish_all() -> dict:
+            row = Job.objects.select_related("team").get(pk=job["id"])
+            job_progress_publish(job=row)        # warm up this process's Redis connections
+            time.sleep(0.2)
+            sent = {}
+            for i in range(probes):
+                row.stage = f"probe-{i}"
+                sent[row.stage] = time.time() * 1000
+                job_progress_publish(job=row)
+                time.sleep(0.05)
+            return sent
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sent = pool.submit(publish_all).result()
         page.wait_for_function(f"Object.keys(window.__recv).length >= {probes}", timeout=30_000)
         received = page.evaluate("window.__recv")
         latencies = [received[k] - sent[k] for k in sent]

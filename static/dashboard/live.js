@@ -31,9 +31,10 @@
   function fmt(v) {
     if (typeof v === "number") {
       if (Number.isInteger(v)) return v.toLocaleString();
-      return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
+      return Math.abs(v) >= 100 ? v.toFixed(1) : String(Number(v.toPrecision(4)));
     }
     if (v === null || v === undefined) return "";
+    if (typeof v === "boolean") return String(v);
     if (typeof v === "object") return JSON.stringify(v);
     return String(v);
   }
@@ -55,6 +56,10 @@
         metrics.appendChild(dt); metrics.appendChild(dd);
       });
     }
+    ["started_at", "finished_at"].forEach(function (key) {
+      var el = qs("[data-field=" + key + "]", page);
+      if (el && job[key]) el.textContent = String(job[key]).slice(0, 19).replace("T", " ");
+    });
     var cancel = qs("[data-action=cancel]", page);
     if (cancel) cancel.disabled = !!FINAL[job.status] || !!job.cancel_requested;
     var retry = qs("[data-action=retry]", page);

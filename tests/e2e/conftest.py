@@ -111,6 +111,13 @@ def screenshots(tmp_path_factory) -> Path:
     return folder
 
 
+def _json(raw: bytes) -> dict:
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        return {"non_json_body": raw[:2000].decode(errors="replace")}
+
+
 class Api:
     """A tiny REST client (urllib) for the stack."""
 
@@ -122,10 +129,10 @@ class Api:
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers={
             "Authorization": f"Token {self.token}", "Content-Type": "application/json", "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"{}")
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, _json(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            return exc.code, _json(exc.read())
 
     def get(self, path):
         return self.call("GET", path)

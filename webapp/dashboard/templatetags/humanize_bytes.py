@@ -24,3 +24,25 @@ def intcomma_plain(value):
         return f"{int(value):,}"
     except (TypeError, ValueError):
         return value
+
+
+@register.filter
+def metric_key(value):
+    """"mb_per_s" -> "mb per s" (as the live page script shows it)."""
+    return str(value).replace("_", " ")
+
+
+@register.filter
+def metric_value(value):
+    """Numbers rounded for reading, containers as JSON (as the live page script shows them)."""
+    import json
+
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
