@@ -138,18 +138,20 @@
     })();
   }
 
-  // Codec form: show only the options of the chosen codec.
+  // Job form: show the inputs of the chosen kind, and only the options of the chosen codec.
   function codecOptions() {
     var select = qs("select[name=codec]");
-    if (!select) return;
+    var kind = qs("select[name=kind]");
+    if (!select || !kind) return;
     function sync() {
-      qsa("fieldset[data-codec]").forEach(function (fs) {
-        var on = fs.getAttribute("data-codec") === select.value;
-        fs.hidden = !on;
-        qsa("input,select,textarea", fs).forEach(function (el) { el.disabled = !on; });
+      qsa("[data-kinds]").forEach(function (el) {
+        var on = el.getAttribute("data-kinds").split(" ").indexOf(kind.value) >= 0;
+        if (on && el.hasAttribute("data-codec")) on = el.getAttribute("data-codec") === select.value;
+        el.hidden = !on;
+        qsa("input,select,textarea", el).forEach(function (input) { input.disabled = !on; });
       });
     }
-    select.addEventListener("change", sync); sync();
+    select.addEventListener("change", sync); kind.addEventListener("change", sync); sync();
   }
 
   document.addEventListener("DOMContentLoaded", function () {

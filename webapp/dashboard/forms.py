@@ -79,6 +79,9 @@ class JobForm(forms.Form):
                                  help_text="Threads for the job (empty: the worker's default).")
 
     MAIN = ("kind", "pair", "codec", "artifact", "model", "dataset", "queue", "threads")
+    # Which kinds use which inputs (the page hides the others).
+    KINDS_OF_FIELD = {"pair": "compress", "codec": "compress", "artifact": "decompress evaluate",
+                      "model": "evaluate", "dataset": "evaluate"}
 
     def __init__(self, *args, codecs: list, pairs, artifacts, models, datasets, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,7 +107,7 @@ class JobForm(forms.Form):
 
     @property
     def main_fields(self):
-        return [self[name] for name in self.MAIN]
+        return [(self[name], self.KINDS_OF_FIELD.get(name, "")) for name in self.MAIN]
 
     @property
     def codec_fieldsets(self):
