@@ -1,5 +1,6 @@
 """Load the demo: a user, a team, a tiny base/fine-tuned transformer pair (made here by fine-tuning a tiny model),
-registered through the services, a text dataset, and one finished compression job. Safe to run again: whatever
+registered through the services, a text dataset, finished compression jobs (FM-Delta and zstd) and perplexity
+evaluations for the pair page's chart. Safe to run again: whatever
 already exists is kept.
 
     python manage.py deltavault_demo [--username demo] [--password demo-password] [--no-job]
@@ -24,6 +25,8 @@ from webapp.teams.models import Team
 from webapp.teams.services import membership_add, team_create
 
 TEAM_NAME, TEAM_SLUG = "Demo Lab", "demo"
+# Compressed in the demo when registered: a lossless delta codec and a plain baseline to compare with.
+DEMO_CODECS = ("fmdelta", "zstd")
 BASE_NAME, FT_NAME, PAIR_NAME, DATASET_NAME = "tiny-base", "tiny-chat", "tiny-chat vs tiny-base", "demo-text"
 
 DEMO_TEXT = """DeltaVault keeps one base model and stores each fine-tune as a compressed delta against it.
@@ -59,12 +62,12 @@ def make_pair(root: Path) -> tuple[Path, Path]:
 
 
 class Command(BaseCommand):
-    help = "Create the demo user, team, tiny model pair, dataset and one finished compression job (idempotent)."
+    help = "Create the demo user, team, tiny model pair, dataset and finished jobs (idempotent)."
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo-password")
-        parser.add_argument("--no-job", action="store_true", help="do not run the demo compression job")
+        parser.add_argument("--no-job", action="store_true", help="do not run the demo jobs")
 
     def handle(self, *args, username: str, password: str, no_job: bool, **options):
         User = get_user_model()
@@ -103,15 +106,42 @@ class Command(BaseCommand):
             dataset_register_from_path(team=team, user=user, name=DATASET_NAME, path=str(text))
             self.stdout.write(f"registered dataset {DATASET_NAME}")
 
-        has_artifact = artifact_list(team=team, filters={"pair": pair.pk}).exists()
-        pending = job_list(team=team, filters={"pair": pair.pk, "status": [Job.Status.QUEUED, Job.Status.RUNNING]})
-        if not no_job and not has_artifact and not pending.exists():
-            codec = "fmdelta" if "fmdelta" in {c.codec_id for c in modelcodecs.list_codecs()} else "zstd"
-            job = job_submit(team=team, user=user, kind=Job.Kind.COMPRESS, pair=pair, codec_config={"id": codec})
-            # Run it here, so the dashboard has a result at once; the queued task then finds it finished.
-            job = job_run(job=job)
-            self.stdout.write(f"compression job #{job.pk} ({codec}): {job.status}")
-            if job.status != Job.Status.SUCCEEDED:
-                raise CommandError(f"the demo job failed: {job.error}")
+        if not no_job:
+            self._run_demo_jobs(team=team, user=user, pair=pair, models=models)
 
         self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {username} / {password}"))
+
+    def _run(self, **kwargs) -> Job:
+        """Submit a job and run it here, so the dashboard has results at once (the queued task then finds it
+        finished and leaves it alone)."""
+        job = job_submit(**kwargs)
+        return job_run(job=job)
+
+    def _run_demo_jobs(self, *, team, user, pair, models) -> None:
+        pending = job_list(team=team, filters={"status": [Job.Status.QUEUED, Job.Status.RUNNING]})
+        if pending.exists():
+            self.stdout.write("demo jobs are already queued or running; not adding more")
+            return
+        available = {c.codec_id for c in modelcodecs.list_codecs()}
+        done = set(artifact_list(team=team, filters={"pair": pair.pk}).values_list("codec_id", flat=True))
+        for codec in [c for c in DEMO_CODECS if c in available and c not in done]:
+            job = self._run(team=team, user=user, kind=Job.Kind.COMPRESS, pair=pair, codec_config={"id": codec})
+            self.stdout.write(f"compression job #{job.pk} ({codec}): {job.status}")
+            if job.status != Job.Status.SUCCEEDED:
+                raise CommandError(f"the demo compression job failed: {job.error}")
+        # Perplexity of the fine-tune and of each artifact, for the pair page's ratio/quality chart. Evaluation
+        # needs a model that runs (torch + transformers); when it fails the demo still works without the chart.
+        dataset = dataset_list(team=team).filter(name=DATASET_NAME).first()
+        tried = job_list(team=team, filters={"kind": [Job.Kind.EVALUATE]})   # once per target, even if it failed
+        targets = []
+        if not tried.filter(model=models[FT_NAME]).exists():
+            targets.append({"model": models[FT_NAME]})
+        targets += [{"artifact": a} for a in artifact_list(team=team, filters={"pair": pair.pk})
+                    if a.perplexity is None and not tried.filter(artifact=a).exists()]
+        for target in targets:
+            job = self._run(team=team, user=user, kind=Job.Kind.EVALUATE, dataset=dataset, **target)
+            label = target.get("model") or f"artifact #{target['artifact'].pk}"
+            if job.status == Job.Status.SUCCEEDED:
+                self.stdout.write(f"evaluation job #{job.pk} ({label}): perplexity {job.metrics.get('perplexity')}")
+            else:
+                self.stderr.write(f"evaluation job #{job.pk} ({label}) {job.status}: {job.error}")
