@@ -19,6 +19,7 @@ cdef extern from "fmdelta.h" namespace "fmd":
     int decode_chunk(const uint8_t* payload, size_t length, const uint8_t* base, size_t n, int dtype,
                      uint8_t* out) nogil
     int payload_shift(const uint8_t* payload, size_t length) nogil
+    const char* isa_name() nogil
     int reference_stats(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, uint64_t* hist,
                         uint64_t* raw_bits) nogil
 
@@ -81,6 +82,11 @@ def decode(const uint8_t[::1] payload, const uint8_t[::1] base, uint8_t[::1] out
         raise MemoryError("fmdelta: out of memory while decoding")
     if rc != 0:
         raise CorruptArtifactError("fmdelta: chunk payload is corrupt or truncated")
+
+
+def isa():
+    """The instruction-set build of the core in use: "x86-64-v3" or "baseline" (FMDELTA_GENERIC=1 forces it)."""
+    return isa_name().decode()
 
 
 def shift_of(const uint8_t[::1] payload):

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -202,17 +203,21 @@ namespace v3 {
 #pragma GCC pop_options
 #endif
 
+// The x86-64-v3 clone is used when the CPU has it, unless FMDELTA_GENERIC=1 (tests cover both builds that way).
 bool use_v3() {
 #ifdef FMD_HAVE_V3
     static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
                            __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
-                           __builtin_cpu_supports("lzcnt");
+                           __builtin_cpu_supports("lzcnt") && !(std::getenv("FMDELTA_GENERIC") &&
+                                                                 std::getenv("FMDELTA_GENERIC")[0] == '1');
     return ok;
 #else
     return false;
 #endif
 }
 }  // namespace
+
+const char* isa_name() noexcept { return use_v3() ? "x86-64-v3" : "baseline"; }
 
 int dtype_size(int dtype) { return dtype >= 0 && dtype < N_DTYPES ? kInfo[dtype].bytes : 0; }
 

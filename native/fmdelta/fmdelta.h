@@ -38,6 +38,9 @@ int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bo
 int decode_chunk(const uint8_t* payload, size_t len, const uint8_t* base, size_t n, int dtype,
                  uint8_t* out) noexcept;
 
+// Which build of the core runs on this CPU: "x86-64-v3" or "baseline".
+const char* isa_name() noexcept;
+
 // Reads the shift (zero mantissa bits removed) from a payload header; -1 if the header is unreadable.
 int payload_shift(const uint8_t* payload, size_t len) noexcept;
 
