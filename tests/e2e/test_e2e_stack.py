@@ -219,9 +219,16 @@ def test_cancel_takes_effect_within_seconds(stack, accounts, api_alice, big_pair
     pair_id = api_pair(api_alice, stack, "cancel-pair", *big_pair)
     artifacts_dir = stack.home / "artifacts"
     before = {p for p in artifacts_dir.rglob("*") if p.is_file()} if artifacts_dir.exists() else set()
-    # A slow, fine-grained codec config keeps the job running long enough to cancel it mid-way.
+    # A slow codec config keeps the job running long enough to cancel it mid-way: zstd at its highest level.
+    status, codecs = api_alice.get("/api/v1/codecs/")
+    assert status == 200, codecs
+    zstd = next(c for c in codecs if c["id"] == "zstd")
+    config = {"id": "zstd"}
+    level = zstd["config_schema"]["properties"].get("level")
+    if level is not None:
+        config["level"] = int(level.get("maximum", 19))
     status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "pair": pair_id,
-                                                   "codec_config": {"id": "zstd", "level": 19}})
+                                                   "codec_config": config, "options": {"threads": 1}})
     assert status == 201, job
     running = api_wait(api_alice, job["id"], statuses=("running", "succeeded", "failed"), timeout=60)
     assert running["status"] == "running", running
