@@ -35,8 +35,19 @@ def _env_threads(name: str) -> int | None:
     return count if count >= 1 else None
 
 
+_quota_cache: tuple[int, int | None] | None = None  # (pid, quota): read once per process
+
+
 def _cgroup_cpus() -> int | None:
     """CPU limit from the cgroup quota (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), or None if unlimited."""
+    global _quota_cache
+    pid = os.getpid()
+    if _quota_cache is None or _quota_cache[0] != pid:
+        _quota_cache = (pid, _read_cgroup_cpus())
+    return _quota_cache[1]
+
+
+def _read_cgroup_cpus() -> int | None:
     try:
         with open("/sys/fs/cgroup/cpu.max") as fh:
             quota, period = fh.read().split()[:2]

@@ -598,3 +598,16 @@ def test_generic_build_matches_dispatched_build(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "generic build agrees" in result.stdout
+
+
+def test_cgroup_quota_is_respected(monkeypatch):
+    from modelcodecs import _threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("DELTAVAULT_THREADS", raising=False)
+    monkeypatch.setattr(_threads, "_read_cgroup_cpus", lambda: 1)
+    monkeypatch.setattr(_threads, "_quota_cache", None)
+    assert usable_cores() == 1
+    monkeypatch.setattr(_threads, "_read_cgroup_cpus", lambda: None)
+    monkeypatch.setattr(_threads, "_quota_cache", None)
+    assert usable_cores() >= 1
