@@ -17,17 +17,19 @@ from .errors import (
     VerificationError,
     WrongBaseError,
 )
+from .fmdelta import FMDeltaCodec
 from .registry import get_codec, get_codec_class, list_codecs, register_codec
 
+register_codec(FMDeltaCodec)
 register_codec(ZstdCodec)
 register_codec(XorZstdCodec)
 
 from .hfio import compare_models, read_model_info  # noqa: E402
-from .pipeline import compress_model, decompress_model, inspect_artifact, verify_artifact  # noqa: E402
+from .pipeline import compress_model, decode_tensor, decompress_model, inspect_artifact, verify_artifact  # noqa: E402
 
 __all__ = [
-    "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "ModelCodecError",
+    "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "FMDeltaCodec", "ModelCodecError",
     "ModelFormatError", "Param", "TensorSpec", "UnknownCodecError", "UnsafePathError", "UnsupportedDtypeError",
-    "VerificationError", "WrongBaseError", "compare_models", "compress_model", "decompress_model", "get_codec",
+    "VerificationError", "WrongBaseError", "compare_models", "compress_model", "decode_tensor", "decompress_model", "get_codec",
     "get_codec_class", "inspect_artifact", "list_codecs", "read_model_info", "register_codec", "verify_artifact",
 ]

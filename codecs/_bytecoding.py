@@ -1,0 +1,67 @@
+"""Byte-level coders shared by the codecs: zstd with per-thread contexts, and byte planes (optionally XORed
+with the base) + zstd. Every decoder checks sizes before trusting a payload."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import zstandard
+
+from .errors import CorruptArtifactError
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstandard contexts are not thread-safe: one per thread and level
+    cache = _local.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor
+
+
+def zstd_compress(data, level: int) -> bytes:
+    return _compressor(level).compress(data)
+
+
+def zstd_decompress(payload: bytes, nbytes: int, what: str) -> bytes:
+    """Decompress a zstd frame that must hold exactly ``nbytes`` bytes."""
+    try:
+        declared = zstandard.get_frame_parameters(payload).content_size
+        if declared != nbytes:
+            raise CorruptArtifactError(f"{what}: zstd frame holds {declared} bytes, expected {nbytes}")
+        raw = _decompressor().decompress(payload, max_output_size=nbytes)
+    except zstandard.ZstdError as exc:
+        raise CorruptArtifactError(f"{what}: zstd frame does not decompress: {exc}") from None
+    if len(raw) != nbytes:
+        raise CorruptArtifactError(f"{what}: decompressed to {len(raw)} bytes, expected {nbytes}")
+    return raw
+
+
+def planes_encode(data: memoryview, base: memoryview | None, item: int, level: int) -> bytes:
+    """XOR with the base (when given), split bytes into ``item`` planes, zstd."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if base is not None:
+        arr = np.bitwise_xor(arr, np.frombuffer(base, dtype=np.uint8))
+    if item > 1:
+        arr = np.ascontiguousarray(arr.reshape(-1, item).T)
+    return zstd_compress(arr, level)
+
+
+def planes_decode(payload: bytes, base: memoryview | None, out: memoryview, item: int, what: str) -> None:
+    raw = np.frombuffer(zstd_decompress(payload, out.nbytes, what), dtype=np.uint8)
+    dst = np.frombuffer(out, dtype=np.uint8)
+    if item > 1:
+        raw = raw.reshape(item, -1).T
+        dst = dst.reshape(-1, item)
+    if base is not None:
+        np.bitwise_xor(raw, np.frombuffer(base, dtype=np.uint8).reshape(dst.shape), out=dst)
+    else:
+        dst[...] = raw

@@ -1,0 +1,253 @@
+"""The ``.dvz`` container: one file per compressed model, written as a stream, checked before it is trusted.
+
+Layout::
+
+    header   16 bytes   b"DVZ\\x00" | u16 format version | u16 flags (0) | 8 reserved zero bytes
+    payloads            chunk payloads back to back, in the order they were produced
+    index               zstd-compressed JSON: codec config, files, tensors, chunk offsets/lengths/crc32s, hashes
+    footer   56 bytes   u64 index offset | u64 index length | sha256 of the index bytes | b"DVZ-END\\x00"
+
+The index is written last so memory stays bounded while payloads stream out; the footer's fixed size lets a reader
+find the index without reading the payloads, and decode one tensor alone. Every number read from the file is
+checked against the file's real size before use, the index against its sha256 and a strict schema, and each chunk
+against its crc32 before a codec sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import zstandard
+
+from .abc import DTYPE_SIZES, EncodedChunk, TensorSpec
+from .errors import CorruptArtifactError
+
+MAGIC = b"DVZ\x00"
+END_MAGIC = b"DVZ-END\x00"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sHH8x")
+FOOTER = struct.Struct("<QQ32s8s")
+MAX_INDEX_BYTES = 1 << 30
+
+
+class ContainerWriter:
+    """Streams chunk payloads to ``<path>.partial-<random>`` and renames to ``path`` on :meth:`finish`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(f"{self.path.name}.partial-{os.urandom(6).hex()}")
+        self._file = open(self.tmp_path, "xb")
+        self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0))
+        self.offset = HEADER.size
+
+    def write_chunk(self, chunk: EncodedChunk) -> dict:
+        """Write one payload; return its index record."""
+        payload = chunk.payload
+        record = {"coder": chunk.coder, "offset": self.offset, "length": len(payload),
+                  "crc32": zlib.crc32(payload), "meta": chunk.meta}
+        self._file.write(payload)
+        self.offset += len(payload)
+        return record
+
+    def finish(self, index: dict) -> int:
+        """Write the index and footer, flush to disk and move the file into place; return its size."""
+        blob = zstandard.ZstdCompressor(level=9).compress(json.dumps(index, separators=(",", ":")).encode())
+        self._file.write(blob)
+        self._file.write(FOOTER.pack(self.offset, len(blob), hashlib.sha256(blob).digest(), END_MAGIC))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp_path, self.path)
+        return self.offset + len(blob) + FOOTER.size
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class ContainerReader:
+    """Opens a ``.dvz`` file, validates header, footer and index, and reads chunks by record."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as exc:
+            raise CorruptArtifactError(f"{self.path}: cannot open artifact: {exc.strerror}") from None
+        try:
+            self.size = os.fstat(self._file.fileno()).st_size
+            self.index = self._read_index()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._file.fileno(), length, offset)
+        if len(data) != length:
+            raise CorruptArtifactError(f"{self.path}: truncated artifact")
+        return data
+
+    def _read_index(self) -> dict:
+        if self.size < HEADER.size + FOOTER.size:
+            raise CorruptArtifactError(f"{self.path}: too short to be a DeltaVault artifact (truncated?)")
+        magic, version, flags = HEADER.unpack(self._pread(0, HEADER.size))
+        if magic != MAGIC:
+            raise CorruptArtifactError(f"{self.path}: not a DeltaVault artifact (bad magic)")
+        if version != FORMAT_VERSION or flags != 0:
+            raise CorruptArtifactError(f"{self.path}: unsupported artifact format version {version}.{flags}")
+        index_offset, index_length, digest, end = FOOTER.unpack(self._pread(self.size - FOOTER.size, FOOTER.size))
+        if end != END_MAGIC:
+            raise CorruptArtifactError(f"{self.path}: artifact footer is missing (truncated or corrupted)")
+        if index_offset < HEADER.size or index_length > MAX_INDEX_BYTES \
+                or index_offset + index_length != self.size - FOOTER.size:
+            raise CorruptArtifactError(f"{self.path}: artifact footer points outside the file")
+        blob = self._pread(index_offset, index_length)
+        if hashlib.sha256(blob).digest() != digest:
+            raise CorruptArtifactError(f"{self.path}: artifact index checksum mismatch (corrupted)")
+        try:
+            index = json.loads(zstandard.ZstdDecompressor().decompress(blob, max_output_size=MAX_INDEX_BYTES))
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise CorruptArtifactError(f"{self.path}: artifact index is unreadable: {exc}") from None
+        self.data_end = index_offset
+        validate_index(index, self.data_end)
+        return index
+
+    def read_chunk(self, record: dict) -> EncodedChunk:
+        payload = self._pread(record["offset"], record["length"])
+        if zlib.crc32(payload) != record["crc32"]:
+            raise CorruptArtifactError(f"{self.path}: chunk at offset {record['offset']} fails its crc32 check")
+        return EncodedChunk(record["coder"], payload, record["meta"])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ContainerReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- index schema ----------------------------------------------------------------------------------------------
+
+def _fail(what: str) -> None:
+    raise CorruptArtifactError(f"artifact index: {what}")
+
+
+def _is_int(value, low: int = 0, high: int = 1 << 62) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_hex(value, length: int = 64) -> bool:
+    return isinstance(value, str) and len(value) == length and all(c in "0123456789abcdef" for c in value)
+
+
+def _check_chunks(chunks, data_end: int, where: str) -> None:
+    if not isinstance(chunks, list):
+        _fail(f"{where}: chunks is not a list")
+    for rec in chunks:
+        if not isinstance(rec, dict) or set(rec) != {"coder", "offset", "length", "crc32", "meta"}:
+            _fail(f"{where}: malformed chunk record")
+        if not isinstance(rec["coder"], str) or not isinstance(rec["meta"], dict):
+            _fail(f"{where}: malformed chunk record")
+        if not (_is_int(rec["offset"], HEADER.size) and _is_int(rec["length"])
+                and rec["offset"] + rec["length"] <= data_end and _is_int(rec["crc32"], 0, 0xFFFFFFFF)):
+            _fail(f"{where}: chunk lies outside the payload area")
+
+
+def validate_index(index, data_end: int) -> None:
+    """Check every field a decoder will rely on, so nothing downstream trusts unchecked input."""
+    if not isinstance(index, dict):
+        _fail("not an object")
+    for key, kind in (("format", int), ("codec", dict), ("lossless", bool), ("files", list), ("tensors", list),
+                      ("original_bytes", int)):
+        if not isinstance(index.get(key), kind):
+            _fail(f"missing or malformed {key!r}")
+    if not isinstance(index["codec"].get("id"), str):
+        _fail("codec config has no id")
+    tensors = index["tensors"]
+    for i, t in enumerate(tensors):
+        where = f"tensor {i}"
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or t.get("dtype") not in DTYPE_SIZES:
+            _fail(f"{where}: malformed name or dtype")
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+            _fail(f"{where}: malformed shape")
+        if not _is_hex(t.get("sha256")):
+            _fail(f"{where}: malformed sha256")
+        base = t.get("base")
+        if base is not None and not (isinstance(base, str) and base and _is_hex(t.get("base_sha256"))):
+            _fail(f"{where}: malformed base reference")
+        same_as = t.get("same_as")
+        if same_as is not None:
+            if not _is_int(same_as, 0, i - 1) or tensors[same_as].get("same_as") is not None:
+                _fail(f"{where}: bad duplicate reference")
+            if tensors[same_as]["dtype"] != t["dtype"] or tensors[same_as]["shape"] != shape:
+                _fail(f"{where}: duplicate reference to a tensor of another dtype or shape")
+        else:
+            _check_chunks(t.get("chunks"), data_end, where)
+    for i, f in enumerate(index["files"]):
+        where = f"file {i}"
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _is_int(f.get("size")) \
+                or not _is_hex(f.get("sha256")) or not isinstance(f.get("segments"), list):
+            _fail(f"{where}: malformed entry")
+        name = f["name"]
+        if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
+            _fail(f"{where}: unsafe file name {name!r}")
+        total = 0
+        for seg in f["segments"]:
+            if isinstance(seg, dict) and set(seg) == {"tensor"} and _is_int(seg["tensor"], 0, len(tensors) - 1):
+                t = tensors[seg["tensor"]]
+                total += TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes
+            elif isinstance(seg, dict) and set(seg) == {"size", "chunks"} and _is_int(seg["size"]):
+                _check_chunks(seg["chunks"], data_end, where)
+                total += seg["size"]
+            else:
+                _fail(f"{where}: malformed segment")
+        if total != f["size"]:
+            _fail(f"{where}: segments add up to {total} bytes, the file has {f['size']}")
+
+
+# -- one self-contained buffer (numcodecs-style Codec.encode/decode) -------------------------------------------
+
+_BUF_MAGIC = b"DVZB"
+
+
+def pack_chunks(spec: TensorSpec, chunks: Sequence[EncodedChunk]) -> bytes:
+    """Serialise one tensor's chunks with their spec into a self-contained byte string."""
+    meta = json.dumps({"dtype": spec.dtype, "shape": list(spec.shape),
+                       "chunks": [[c.coder, len(c.payload), zlib.crc32(c.payload), c.meta] for c in chunks]},
+                      separators=(",", ":")).encode()
+    return b"".join([_BUF_MAGIC, struct.pack("<I", len(meta)), meta, *(c.payload for c in chunks)])
+
+
+def unpack_chunks(buf: bytes) -> tuple[TensorSpec, list[EncodedChunk]]:
+    if len(buf) < 8 or buf[:4] != _BUF_MAGIC:
+        raise CorruptArtifactError("not an encoded buffer (bad magic)")
+    (meta_len,) = struct.unpack("<I", buf[4:8])
+    if 8 + meta_len > len(buf):
+        raise CorruptArtifactError("encoded buffer is truncated")
+    try:
+        meta = json.loads(buf[8:8 + meta_len])
+        spec = TensorSpec("buffer", meta["dtype"], tuple(meta["shape"]))
+        if spec.dtype not in DTYPE_SIZES or not all(_is_int(d) for d in spec.shape):
+            raise ValueError("bad spec")
+        records = [(str(coder), int(length), int(crc), dict(cmeta)) for coder, length, crc, cmeta in meta["chunks"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptArtifactError(f"encoded buffer header is malformed: {exc}") from None
+    chunks, offset = [], 8 + meta_len
+    for coder, length, crc, cmeta in records:
+        payload = buf[offset:offset + length]
+        if length < 0 or len(payload) != length or zlib.crc32(payload) != crc:
+            raise CorruptArtifactError("encoded buffer chunk is truncated or corrupted")
+        chunks.append(EncodedChunk(coder, payload, cmeta))
+        offset += length
+    if offset != len(buf):
+        raise CorruptArtifactError("encoded buffer has trailing bytes")
+    return spec, chunks
