@@ -247,3 +247,41 @@ class JobRunEvaluateTests:
         artifact.refresh_from_db()
         assert artifact.perplexity == 7.25
         assert not any(Path(settings.DELTAVAULT_TMP_DIR).glob("*"))  # the restored copy is gone
+
+
+@pytest.mark.slow
+class JobRunRealModelTests:
+    def test_compress_restore_and_evaluate_a_tiny_transformer(self, world, dv_dirs):
+        """A real (tiny) Llama pair: compress with the default codec, restore + verify, then the artifact's
+        perplexity equals the fine-tuned model's (lossless codec) and is recorded on the artifact."""
+        from modelcodecs.synthetic import make_tiny_transformer_pair
+
+        tiny = make_tiny_transformer_pair(dv_dirs["root"] / "llm", steps=2, base_steps=2, n_layer=1, d_model=32,
+                                          vocab_size=300, seq_len=32, batch_size=2)
+        team, user = world["acme"], world["alice"]
+        base = model_register_from_path(team=team, user=user, name="base", path=str(tiny.base))
+        ft = model_register_from_path(team=team, user=user, name="ft", path=str(tiny.finetuned))
+        assert ft.architecture == "LlamaForCausalLM"
+        pair = pair_create(team=team, user=user, name="llm", base=base, finetuned=ft)
+        dataset = dataset_create(team=team, path=tiny.dataset)
+
+        compress = job_run(job=_compress_job(world, pair))
+        assert compress.status == Job.Status.SUCCEEDED, compress.error + compress.log_tail
+        artifact = Artifact.objects.get(job=compress)
+        assert artifact.ratio > 1.0
+
+        restore = job_run(job=Job.objects.create(team=team, kind="decompress", artifact=artifact, pair=pair))
+        assert restore.status == Job.Status.SUCCEEDED, restore.error
+        assert restore.metrics["verification"] == {"status": "verified", "checked": len(ft.files),
+                                                    "mismatched": []}
+
+        options = {"max_tokens": 1024}
+        of_model = job_run(job=Job.objects.create(team=team, kind="evaluate", model=ft, dataset=dataset,
+                                                  options=options))
+        of_artifact = job_run(job=Job.objects.create(team=team, kind="evaluate", artifact=artifact,
+                                                     dataset=dataset, options=options))
+        assert of_model.status == of_artifact.status == Job.Status.SUCCEEDED, of_artifact.error
+        assert of_model.metrics["perplexity"] > 1.0
+        assert of_artifact.metrics["perplexity"] == pytest.approx(of_model.metrics["perplexity"], rel=1e-6)
+        artifact.refresh_from_db()
+        assert artifact.perplexity == of_artifact.metrics["perplexity"]
