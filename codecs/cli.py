@@ -1,0 +1,207 @@
+"""The ``modelcodecs`` command line: compress, decompress, verify, inspect, list codecs, benchmark.
+
+Errors print one line (``error: ...``) and exit non-zero: 2 for usage and configuration, 1 for bad data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+from . import pipeline
+from .abc import Codec
+from .errors import ConfigError, ModelCodecError
+from .registry import get_codec_class, list_codecs
+
+
+def _parse_option(codec_cls: type[Codec], text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    params = {p.name: p for p in codec_cls.params}
+    if not sep or key not in params:
+        known = ", ".join(params) or "none"
+        raise ConfigError(f"--option {text!r}: expected key=value with key one of: {known}")
+    kind = params[key].type
+    if kind is bool:
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"--option {key}: expected true or false, got {raw!r}")
+        return key, raw.lower() in ("true", "1", "yes")
+    try:
+        return key, kind(raw)
+    except ValueError:
+        raise ConfigError(f"--option {key}: expected {kind.__name__}, got {raw!r}") from None
+
+
+@contextmanager
+def _progress_bar(enabled: bool, description: str):
+    """A tqdm bar on stderr fed by the pipeline's progress callback; silent when not a TTY or with --quiet."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description, file=sys.stderr,
+               leave=False, dynamic_ncols=True)
+
+    def update(done: int, total: int, stage: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(stage[-40:], refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _print(args, payload: dict, text: str) -> None:
+    print(json.dumps(payload, indent=2) if getattr(args, "json", False) else text)
+
+
+def _cmd_compress(args) -> int:
+    codec_cls = get_codec_class(args.codec)
+    config = {"id": args.codec, **dict(_parse_option(codec_cls, o) for o in args.option)}
+    with _progress_bar(args.show_progress, "compress") as progress:
+        summary = pipeline.compress_model(args.finetuned, args.output, codec=config, base_dir=args.base,
+                                          threads=args.threads, progress=progress)
+    s = summary.as_dict()
+    _print(args, s, f"{args.output}: {s['codec']} ratio {s['ratio']:.3f}x ({s['original_bytes']:,} -> "
+                    f"{s['compressed_bytes']:,} bytes, {s['tensors']} tensors, {s['deduplicated_tensors']} "
+                    f"stored once as duplicates) in {s['seconds']:.2f} s, {s['mb_per_s']} MB/s")
+    return 0
+
+
+def _cmd_decompress(args) -> int:
+    with _progress_bar(args.show_progress, "decompress") as progress:
+        summary = pipeline.decompress_model(args.artifact, args.output, base_dir=args.base, threads=args.threads,
+                                            progress=progress)
+    s = summary.as_dict()
+    check = "every file's sha256 verified" if s["verified"] else "lossy: non-tensor files verified"
+    _print(args, s, f"{args.output}: {s['files']} files, {s['bytes_written']:,} bytes in {s['seconds']:.2f} s "
+                    f"({s['mb_per_s']} MB/s); {check}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    with _progress_bar(args.show_progress, "verify") as progress:
+        report = pipeline.verify_artifact(args.artifact, base_dir=args.base, reference_dir=args.reference,
+                                          threads=args.threads, progress=progress)
+    r = report.as_dict()
+    _print(args, r, f"{'OK' if r['ok'] else 'FAILED'}: {r['message']} ({len(r['files'])} files)")
+    return 0 if report.ok else 1
+
+
+def _cmd_inspect(args) -> int:
+    info = pipeline.inspect_artifact(args.artifact)
+    lines = [f"codec      {info['codec']} {json.dumps(info['codec_config'])}",
+             f"lossless   {info['lossless']}",
+             f"ratio      {info['ratio']:.4f}x  ({info['original_bytes']:,} -> {info['compressed_bytes']:,} bytes; "
+             f"{info['counted']})",
+             f"files      {len(info['files'])}", f"tensors    {info['tensors']}"]
+    lines += [f"  {t['name']:<48} {t['dtype']:>7} {str(t['shape']):<18} {t['original_bytes']:>12,} -> "
+              f"{t['compressed_bytes']:>12,}  {','.join(t['coders'])}" for t in info["tensor_list"]]
+    _print(args, info, "\n".join(lines))
+    return 0
+
+
+def _cmd_codecs(args) -> int:
+    schemas = [cls.config_schema() for cls in list_codecs()]
+
+    def line(schema: dict) -> str:
+        options = ", ".join(f"{key}={prop['default']!r}" for key, prop in schema["properties"].items())
+        return (f"{schema['title']:<10} {'lossless' if schema['x-lossless'] else 'lossy':<9} "
+                f"{'needs base' if schema['x-needs-base'] else 'no base':<10} options: {options or '-'}")
+
+    text = "\n".join(line(schema) for schema in schemas)
+    _print(args, {"codecs": schemas}, text)
+    return 0
+
+
+def _cmd_bench(argv: list[str]) -> int:
+    from . import bench
+
+    return bench.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelcodecs", description="Compress fine-tuned models against their base.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, *, threads: bool = True, progress: bool = True) -> None:
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        if threads:
+            p.add_argument("--threads", type=int, default=None, help="worker threads (default: all usable cores)")
+        if progress:
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("compress", help="compress a fine-tuned model folder into one .dvz artifact")
+    p.add_argument("finetuned", help="fine-tuned model folder (safetensors or pytorch_model.bin)")
+    p.add_argument("-o", "--output", required=True, help="artifact path (.dvz)")
+    p.add_argument("--codec", default="fmdelta", help="codec id (see `modelcodecs codecs`)")
+    p.add_argument("--base", help="base model folder (needed by base-conditioned codecs)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="codec option")
+    common(p)
+    p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("decompress", help="restore the fine-tuned folder from an artifact")
+    p.add_argument("artifact")
+    p.add_argument("-o", "--output", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--base", help="base model folder the artifact was made against")
+    common(p)
+    p.set_defaults(func=_cmd_decompress)
+
+    p = sub.add_parser("verify", help="decode in memory and check every recorded hash")
+    p.add_argument("artifact")
+    p.add_argument("reference", nargs="?", help="fine-tuned folder whose files must match the artifact")
+    p.add_argument("--base", help="base model folder the artifact was made against")
+    common(p)
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("inspect", help="show what an artifact holds (from its index alone)")
+    p.add_argument("artifact")
+    common(p, threads=False, progress=False)
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("codecs", help="list the codecs and their options")
+    common(p, threads=False, progress=False)
+    p.set_defaults(func=_cmd_codecs)
+
+    # `bench` is dispatched before parsing (it has its own parser); listed here for --help.
+    sub.add_parser("bench", help="ratio and MB/s of every codec on a pair, side by side (bench --help)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _run(_cmd_bench, argv[1:])
+    # intermixed parsing lets `verify OUT.dvz --base B REFERENCE` put the optional reference after --base
+    args = build_parser().parse_intermixed_args(argv)
+    args.show_progress = not getattr(args, "quiet", True) and not getattr(args, "json", False) and sys.stderr.isatty()
+    return _run(args.func, args)
+
+
+def _run(func, arg) -> int:
+    try:
+        return func(arg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelCodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing partial was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
