@@ -178,8 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         return _run(_cmd_bench, argv[1:])
-    # intermixed parsing lets `verify OUT.dvz --base B REFERENCE` put the optional reference after --base
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `verify OUT.dvz --base B REFERENCE`: argparse leaves a positional given after an option unparsed
+    if args.command == "verify" and args.reference is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.reference, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.show_progress = not getattr(args, "quiet", True) and not getattr(args, "json", False) and sys.stderr.isatty()
     return _run(args.func, args)
 
