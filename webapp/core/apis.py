@@ -35,7 +35,3 @@ def paginated(serializer_class, name: str):
         },
     )
 
-
-class MessageSerializer(serializers.Serializer):
-    message = serializers.CharField()
-    extra = serializers.DictField()

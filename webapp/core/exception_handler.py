@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
+from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -39,8 +40,6 @@ def exception_handler(exc, context):
 
     if response is None:
         if isinstance(exc, ApplicationError):
-            from rest_framework.response import Response
-
             return Response({"message": exc.message, "extra": exc.extra}, status=400)
         return None
 

@@ -2,14 +2,13 @@
 roles (viewers get 403 on writes)."""
 
 import os
-from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
-from tests.factories import artifact_create, dataset_create, job_create, model_entry_create, pair_create
+from tests.factories import artifact_create, dataset_create, job_create, pair_create
 from webapp.jobs.models import Job
 from webapp.registry.models import Dataset, ModelEntry, Pair
 
