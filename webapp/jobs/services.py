@@ -189,10 +189,12 @@ def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
 
 
 def job_fail(*, job: Job, error: str, log: str = "") -> Job:
-    """Mark a job failed (unless it already finished) and publish. Used by the task's ``on_failure`` too."""
+    """Mark a job failed (unless it already finished), remove what its run left on disk, and publish. Used by
+    the task's failure hooks, e.g. after the process running it was killed."""
     job.refresh_from_db()
     if job.is_terminal:
         return job
+    _job_files_cleanup(job=job)
     job.status = Job.Status.FAILED
     job.error = error[:4000]
     job.finished_at = timezone.now()
@@ -201,6 +203,18 @@ def job_fail(*, job: Job, error: str, log: str = "") -> Job:
     job.save(update_fields=["status", "error", "finished_at", "log_tail"])
     job_progress_publish(job=job)
     return job
+
+
+def _job_files_cleanup(*, job: Job) -> None:
+    """Remove a dead run's temporaries: the hidden compress folder, a half-restored output, an eval copy."""
+    leftovers = [Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk),
+                 Path(settings.DELTAVAULT_TMP_DIR) / f"eval-job-{job.pk}"]
+    try:
+        leftovers.append(Path(_artifact_storage().path(job.team.slug)) / f".tmp-job-{job.pk}")
+    except NotImplementedError:
+        pass
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tail(text: str) -> str:

@@ -156,6 +156,17 @@ class JobRunCompressTests:
         assert not leftover.exists()
         assert len(_all_files(dv_dirs["artifacts"])) == 1
 
+    def test_job_fail_removes_what_a_killed_run_left(self, world, pair, dv_dirs, settings):
+        job = _compress_job(world, pair, status=Job.Status.RUNNING)
+        leftovers = [dv_dirs["artifacts"] / "acme" / f".tmp-job-{job.pk}",
+                     Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk),
+                     Path(settings.DELTAVAULT_TMP_DIR) / f"eval-job-{job.pk}"]
+        for folder in leftovers:
+            folder.mkdir(parents=True)
+            (folder / "half").write_bytes(b"x")
+        job_fail(job=job, error="WorkerLostError: signal 9")
+        assert not any(folder.exists() for folder in leftovers)
+
     def test_job_fail_marks_failed_once(self, world, pair, collect_events):
         job = _compress_job(world, pair, status=Job.Status.RUNNING)
         events = collect_events("team-acme")
