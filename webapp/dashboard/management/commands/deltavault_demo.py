@@ -100,8 +100,10 @@ class Command(BaseCommand):
             self.stdout.write(f"created pair {PAIR_NAME}")
 
         if not dataset_list(team=team).filter(name=DATASET_NAME).exists():
-            text = root / "demo-text.txt"
+            # Held-out text of the fine-tune's domain when the pair builder wrote one, else a short paragraph.
+            text = root / "eval.txt"
             if not text.exists():
+                text = root / "demo-text.txt"
                 text.write_text(DEMO_TEXT * 8, encoding="utf-8")
             dataset_register_from_path(team=team, user=user, name=DATASET_NAME, path=str(text))
             self.stdout.write(f"registered dataset {DATASET_NAME}")
