@@ -7,9 +7,11 @@ conditioned on the base value's exponent, a 4-way interleaved rANS coder, and co
 
 Per chunk, ``EncodedChunk.coder`` is one of
 
-* ``"fmdelta"`` -- native FM-Delta payload (float dtypes with a base);
-* ``"planes"``  -- the chunk's bytes (XORed with the base when ``meta["xor"]``) split into byte planes and
-  compressed with zstd (integers, bools, and floats without a base);
+* ``"fmdelta"``  -- native FM-Delta payload (float dtypes with a base);
+* ``"exponent"`` -- native payload without a base: exponent field rANS-coded, sign and mantissa raw (floats up to
+  32 bits without a base, e.g. resized embeddings);
+* ``"planes"``   -- the chunk's bytes (XORed with the base when ``meta["xor"]``) split into byte planes and
+  compressed with zstd (integers, bools, and F64 without a base);
 * ``"raw"``     -- the bytes as they are, when neither pays.
 
 ``meta["n"]`` is the chunk's element count. Decoding validates every chunk against the tensor spec and turns any
@@ -30,7 +32,9 @@ from ._threads import iter_ordered, resolve_threads
 from .abc import DTYPE_SIZES, FLOAT_DTYPES, CancelCheck, Codec, EncodedChunk, Param, TensorSpec, check_cancel
 from .errors import CorruptArtifactError, ModelFormatError, UnsupportedDtypeError, WrongBaseError
 
-CODERS = frozenset({"fmdelta", "planes", "raw"})
+CODERS = frozenset({"fmdelta", "exponent", "planes", "raw"})
+# float dtypes the native no-base (exponent) mode handles: an exponent field of at most 8 bits
+EXPONENT_DTYPES = frozenset({"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32"})
 ZSTD_LEVEL = 3
 
 _local = threading.local()
@@ -110,8 +114,8 @@ class FMDeltaCodec(Codec):
     description = (
         "Lossless FM-Delta: each fine-tuned float is coded against the base float at the same index (order-"
         "preserving bit map, difference split into a coded bit length and raw low bits), with a per-chunk model "
-        "conditioned on the base exponent, rANS coding, and bf16-in-fp32 mantissa shifting. Integers and "
-        "tensors without a base use XOR + byte planes + zstd."
+        "conditioned on the base exponent, rANS coding, and bf16-in-fp32 mantissa shifting. Floats without a base "
+        "get their exponents entropy-coded; integers use XOR + byte planes + zstd."
     )
     params = (
         Param("chunk_elements", int, 1 << 20, "elements per independently decodable chunk",
@@ -139,6 +143,7 @@ class FMDeltaCodec(Codec):
         step = self.chunk_elements
         bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
         use_native = spec.dtype in FLOAT_DTYPES and base is not None
+        use_exponent = spec.dtype in EXPONENT_DTYPES and base is None
         context = self.context == "exponent"
         shift = self.shift_zero_mantissa
 
@@ -149,6 +154,9 @@ class FMDeltaCodec(Codec):
             if use_native:
                 payload = _fmdelta.encode(chunk, base[a:b], spec.dtype, context, shift)
                 coder, meta = "fmdelta", {"n": count}
+            elif use_exponent:
+                payload = _fmdelta.encode(chunk, None, spec.dtype, context, shift)
+                coder, meta = "exponent", {"n": count}
             else:
                 payload = _planes_encode(chunk, base[a:b] if base is not None else None, item)
                 coder, meta = "planes", {"n": count, "xor": base is not None}
@@ -184,6 +192,8 @@ class FMDeltaCodec(Codec):
                 dst[:] = chunk.payload
             elif chunk.coder == "fmdelta":
                 _fmdelta.decode(chunk.payload, base[a:b], dst, spec.dtype)
+            elif chunk.coder == "exponent":
+                _fmdelta.decode(chunk.payload, None, dst, spec.dtype)
             else:
                 _planes_decode(chunk.payload, base[a:b] if chunk.meta["xor"] else None, dst, item)
 
@@ -220,6 +230,9 @@ class FMDeltaCodec(Codec):
                     raise CorruptArtifactError(f"{where}: fmdelta chunk for a {spec.dtype} tensor")
                 if base is None:
                     raise WrongBaseError(f"{spec.name}: this tensor was coded against a base; none was given")
+            elif chunk.coder == "exponent":
+                if spec.dtype not in EXPONENT_DTYPES:
+                    raise CorruptArtifactError(f"{where}: exponent chunk for a {spec.dtype} tensor")
             elif chunk.coder == "planes":
                 xor = meta.get("xor")
                 if not isinstance(xor, bool):

@@ -41,16 +41,21 @@ cdef const uint8_t* _ptr(const uint8_t[::1] buf) noexcept:
 
 
 def encode(const uint8_t[::1] ft, const uint8_t[::1] base, str dtype, bint context=True, bint shift=True):
-    """Encode a chunk of ``dtype`` elements of ``ft`` against ``base`` (same byte length) into a payload."""
+    """Encode a chunk of ``dtype`` elements of ``ft`` against ``base`` (same byte length) into a payload.
+    ``base=None`` codes the chunk on its own (exponent mode; not for F64)."""
     cdef int code = _code(dtype)
     cdef size_t item = dtype_size(code)
-    if ft.shape[0] != base.shape[0]:
+    if base is None and dtype == "F64":
+        raise ValueError("fmdelta: the no-base exponent mode does not support F64")
+    if base is not None and ft.shape[0] != base.shape[0]:
         raise ValueError("fmdelta: fine-tuned and base chunks differ in size")
     if ft.shape[0] % item:
         raise ValueError(f"fmdelta: {ft.shape[0]} bytes is not a whole number of {dtype} elements")
     cdef size_t n = ft.shape[0] // item
     cdef const uint8_t* pf = _ptr(ft)
-    cdef const uint8_t* pb = _ptr(base)
+    cdef const uint8_t* pb = NULL
+    if base is not None:
+        pb = _ptr(base)
     cdef vector[uint8_t] out
     cdef int rc
     with nogil:
@@ -63,17 +68,22 @@ def encode(const uint8_t[::1] ft, const uint8_t[::1] base, str dtype, bint conte
 
 
 def decode(const uint8_t[::1] payload, const uint8_t[::1] base, uint8_t[::1] out, str dtype):
-    """Decode ``payload`` against ``base`` into ``out`` (both exactly the chunk's byte size)."""
+    """Decode ``payload`` against ``base`` into ``out`` (both exactly the chunk's byte size); ``base=None`` for
+    payloads coded without a base."""
     cdef int code = _code(dtype)
     cdef size_t item = dtype_size(code)
-    if out.shape[0] != base.shape[0]:
+    if out is None:
+        raise ValueError("fmdelta: no destination buffer")
+    if base is not None and out.shape[0] != base.shape[0]:
         raise ValueError("fmdelta: destination and base chunks differ in size")
     if out.shape[0] % item:
         raise ValueError(f"fmdelta: {out.shape[0]} bytes is not a whole number of {dtype} elements")
     cdef size_t n = out.shape[0] // item
     cdef const uint8_t* pp = _ptr(payload)
     cdef size_t length = payload.shape[0]
-    cdef const uint8_t* pb = _ptr(base)
+    cdef const uint8_t* pb = NULL
+    if base is not None:
+        pb = _ptr(base)
     cdef uint8_t* po = <uint8_t*>_ptr(out)
     cdef int rc
     with nogil:

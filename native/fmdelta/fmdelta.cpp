@@ -1,7 +1,8 @@
 // FM-Delta chunk coder; see fmdelta.h for the scheme. The hot templates live in fmdelta_core.inc.
 //
 // Payload layout (all integers little-endian, "v" = LEB128 varint):
-//   u8 magic 0xFD, u8 version 1, u8 dtype, u8 shift, u8 NB (next bits folded into the token), u8 scale bits (12)
+//   u8 magic 0xFD, u8 version 1, u8 mode (0 = against a base, 1 = no base: symbol = exponent field, raw = sign
+//   and mantissa), u8 dtype, u8 shift, u8 NB (next bits folded into the token), u8 scale bits (12)
 //   v  n (element count)
 //   v  nctx (1..255), then nctx-1 varints: gaps between the first exponents of consecutive contexts
 //   per context: v used-symbol count, then per used symbol: v gap to the previous symbol, v (frequency - 1);
@@ -22,6 +23,8 @@ namespace {
 
 constexpr uint8_t kMagic = 0xFD;
 constexpr uint8_t kVersion = 1;
+constexpr uint8_t kModeDelta = 0;     // against a base
+constexpr uint8_t kModeExponent = 1;  // no base: exponent coded, sign and mantissa raw
 constexpr int kScale = 12;
 constexpr uint32_t kScaleTotal = 1u << kScale;
 constexpr uint32_t kRansL = 1u << 16;
@@ -175,12 +178,13 @@ inline void ensure(V& v, size_t n) {
 }
 
 struct Header {
-    int dtype, shift, nb, scale;
+    int mode, dtype, shift, nb, scale;
     uint64_t n;
 };
 
 bool read_header(Reader& rd, Header& h) {
     if (rd.byte() != kMagic || rd.byte() != kVersion) return false;
+    h.mode = rd.byte();
     h.dtype = rd.byte();
     h.shift = rd.byte();
     h.nb = rd.byte();

@@ -31,10 +31,12 @@ int dtype_size(int dtype);
 
 // Encodes n elements of `ft` against `base` (both little-endian, n * dtype_size(dtype) bytes) into `out`
 // (replaced). use_context: condition on the base exponent; allow_shift: shift out common zero mantissa bits.
+// base == nullptr selects the no-base exponent mode (exponent field coded, sign and mantissa raw; not for F64).
 int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bool use_context,
                  bool allow_shift, std::vector<uint8_t>& out) noexcept;
 
-// Decodes `payload` (len bytes) into `out` (n elements) using `base` (n elements).
+// Decodes `payload` (len bytes) into `out` (n elements) using `base` (n elements; nullptr for exponent-mode
+// payloads, which are rejected when a base is given and vice versa).
 int decode_chunk(const uint8_t* payload, size_t len, const uint8_t* base, size_t n, int dtype,
                  uint8_t* out) noexcept;
 

@@ -127,6 +127,8 @@ def test_round_trip_property(t, context, shift):
         assert len(c.payload) <= c.meta["n"] * DTYPE_SIZES[dtype]
         if base is not None and dtype in FLOAT_DTYPES:
             assert c.coder in ("fmdelta", "raw")
+        if base is None and dtype in FLOAT_DTYPES and dtype != "F64":
+            assert c.coder in ("exponent", "raw")
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -299,12 +301,27 @@ def test_integers_and_bools_xor_with_base():
     round_trip(FMDeltaCodec(), "BOOL", (100, 100), flags.tobytes(), None)
 
 
-def test_floats_without_base_use_planes():
-    data, _ = pair(50000, "BF16", 1e-4)
-    chunks = round_trip(FMDeltaCodec(), "BF16", (50000,), data, None)
-    assert [c.coder for c in chunks] == ["planes"]
-    assert chunks[0].meta["xor"] is False
-    assert len(chunks[0].payload) < 0.85 * len(data)
+@pytest.mark.parametrize("dtype,limit", [("BF16", 0.68), ("F16", 0.87), ("F32", 0.85)])
+def test_floats_without_base_code_their_exponents(dtype, limit):
+    data, _ = pair(50000, dtype, 1e-4)
+    chunks = round_trip(FMDeltaCodec(), dtype, (50000,), data, None)
+    assert [c.coder for c in chunks] == ["exponent"]
+    assert len(chunks[0].payload) < limit * len(data)
+    # bf16 values stored as fp32 without a base: the zero mantissa bits are shifted out here too
+    if dtype == "BF16":
+        wide = (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).tobytes()
+        (wide_chunk,) = round_trip(FMDeltaCodec(), "F32", (50000,), wide, None)
+        assert _fmdelta.shift_of(wide_chunk.payload) == 16
+        assert len(wide_chunk.payload) <= 1.01 * len(chunks[0].payload)
+
+
+def test_f64_without_base_uses_planes():
+    data = weights(20000, 4).astype(np.float64).tobytes()
+    chunks = round_trip(FMDeltaCodec(), "F64", (20000,), data, None)
+    assert [c.coder for c in chunks] == ["planes"] and chunks[0].meta["xor"] is False
+    assert len(chunks[0].payload) < 0.8 * len(data)
+    with pytest.raises(ValueError):
+        _fmdelta.encode(data, None, "F64")
 
 
 def test_unknown_dtype_is_rejected():
@@ -572,6 +589,12 @@ for dtype in ["F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"]:
     out = bytearray(len(data))
     _fmdelta.decode(parent, base, out, dtype)
     assert bytes(out) == data, dtype
+    if dtype != "F64":
+        alone = _fmdelta.encode(data, None, dtype)
+        assert alone == open(f"{folder}/{dtype}.alone", "rb").read(), dtype
+        out = bytearray(len(data))
+        _fmdelta.decode(alone, None, out, dtype)
+        assert bytes(out) == data, dtype
 print("generic build agrees")
 """
 
@@ -593,6 +616,8 @@ def test_generic_build_matches_dispatched_build(tmp_path):
         (tmp_path / f"{dtype}.ft").write_bytes(ft.tobytes())
         (tmp_path / f"{dtype}.base").write_bytes(base)
         (tmp_path / f"{dtype}.payload").write_bytes(_fmdelta.encode(ft.tobytes(), base, dtype, True, True))
+        if dtype != "F64":
+            (tmp_path / f"{dtype}.alone").write_bytes(_fmdelta.encode(ft.tobytes(), None, dtype))
     env = dict(os.environ, FMDELTA_GENERIC="1")
     result = subprocess.run([sys.executable, "-c", GENERIC_CHILD, str(tmp_path)], env=env, capture_output=True,
                             text=True, timeout=120)
@@ -611,3 +636,39 @@ def test_cgroup_quota_is_respected(monkeypatch):
     monkeypatch.setattr(_threads, "_read_cgroup_cpus", lambda: None)
     monkeypatch.setattr(_threads, "_quota_cache", None)
     assert usable_cores() >= 1
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F8_E5M2"])
+def test_exponent_payloads_hostile(dtype):
+    data, _ = pair(9000, dtype, 1e-4, seed=18)
+    codec = FMDeltaCodec(chunk_elements=4096)
+    spec = TensorSpec("t", dtype, (9000,))
+    chunks = list(codec.encode_tensor(spec, memoryview(data), None))
+    assert [c.coder for c in chunks] == ["exponent"] * 3
+    assert decode(codec, spec, chunks, None) == data
+    rng = random.Random(3)
+    for _ in range(60):
+        k = rng.randrange(3)
+        payload = bytearray(chunks[k].payload)
+        truncated = rng.random() < 0.5
+        if truncated:
+            payload = payload[: rng.randrange(len(payload))]
+        else:
+            payload[rng.randrange(len(payload))] ^= rng.randint(1, 255)
+        bad = list(chunks)
+        bad[k] = EncodedChunk("exponent", bytes(payload), dict(chunks[k].meta))
+        if truncated:
+            with pytest.raises(CorruptArtifactError):
+                decode(codec, spec, bad, None)
+        else:
+            try:
+                assert len(decode(codec, spec, bad, None)) == len(data)
+            except CorruptArtifactError:
+                pass
+    # the two modes never stand in for each other
+    n0 = chunks[0].meta["n"] * DTYPE_SIZES[dtype]
+    with pytest.raises(CorruptArtifactError):
+        _fmdelta.decode(chunks[0].payload, bytes(n0), bytearray(n0), dtype)
+    with_base = _fmdelta.encode(data[:n0], data[:n0], dtype)
+    with pytest.raises(CorruptArtifactError):
+        _fmdelta.decode(with_base, None, bytearray(n0), dtype)
