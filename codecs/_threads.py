@@ -99,6 +99,17 @@ _pool_pid: int | None = None
 _pool_size = 0
 
 
+def _after_fork_in_child() -> None:
+    # the parent's pool threads do not exist here and its lock may have been held by one of them
+    global _lock, _pool, _pool_pid, _pool_size
+    _lock = threading.Lock()
+    _pool, _pool_pid, _pool_size = None, None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_executor(threads: int) -> ThreadPoolExecutor:
     """The process-local pool, with at least ``threads`` workers (re-created after a fork or to grow)."""
     global _pool, _pool_pid, _pool_size

@@ -421,6 +421,28 @@ def test_usable_cores_and_resolve_threads(monkeypatch):
             resolve_threads(bad)
 
 
+def _child_round_trip(data, base, queue):
+    try:
+        chunks = round_trip(FMDeltaCodec(chunk_elements=4096), "F32", (len(data) // 4,), data, base, threads=2)
+        queue.put(len(chunks))
+    except BaseException as exc:  # noqa: BLE001 - report anything to the parent
+        queue.put(repr(exc))
+
+
+def test_codec_works_in_a_forked_child_after_parent_used_threads():
+    import multiprocessing
+
+    data, base = pair(20000, "F32", 1e-4, seed=19)
+    round_trip(FMDeltaCodec(chunk_elements=4096), "F32", (20000,), data, base, threads=2)  # parent pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_round_trip, args=(data, base, queue))
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert result == 5 and child.exitcode == 0
+
+
 def test_executor_is_recreated_after_fork(monkeypatch):
     from modelcodecs import _threads
 
