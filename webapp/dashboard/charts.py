@@ -96,7 +96,7 @@ def ratio_quality_svg(points: list[Point], *, reference_x: float | None = None, 
     if reference_x is not None and math.isfinite(reference_x):
         x = sx(reference_x)
         parts.append(f'<line class="ref" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}"/>')
-        parts.append(f'<text class="tick" x="{x + 4:.1f}" y="{top + 12}">fine-tuned</text>')
+        parts.append(f'<text class="tick" x="{x + 4:.1f}" y="{top + plot_h - 6}">fine-tuned</text>')
     parts.append(f'<text class="label" x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
                  f'{escape(x_label)}</text>')
     parts.append(f'<text class="label" transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" '

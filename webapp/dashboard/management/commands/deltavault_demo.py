@@ -1,6 +1,6 @@
 """Load the demo: a user, a team, a tiny base/fine-tuned transformer pair (made here by fine-tuning a tiny model),
-registered through the services, a text dataset, finished compression jobs (FM-Delta and zstd) and perplexity
-evaluations for the pair page's chart. Safe to run again: whatever
+registered through the services, a text dataset, finished compression jobs (FM-Delta and zstd), their
+restore-and-verify jobs and perplexity evaluations for the pair page's chart. Safe to run again: whatever
 already exists is kept.
 
     python manage.py deltavault_demo [--username demo] [--password demo-password] [--no-job]
@@ -131,6 +131,12 @@ class Command(BaseCommand):
             self.stdout.write(f"compression job #{job.pk} ({codec}): {job.status}")
             if job.status != Job.Status.SUCCEEDED:
                 raise CommandError(f"the demo compression job failed: {job.error}")
+        # Restore and verify each artifact once (the pair page then shows them verified).
+        restored = job_list(team=team, filters={"kind": [Job.Kind.DECOMPRESS]})
+        for artifact in artifact_list(team=team, filters={"pair": pair.pk}):
+            if not restored.filter(artifact=artifact).exists():
+                job = self._run(team=team, user=user, kind=Job.Kind.DECOMPRESS, artifact=artifact)
+                self.stdout.write(f"decompress+verify job #{job.pk} (artifact #{artifact.pk}): {job.status}")
         # Perplexity of the fine-tune and of each artifact, for the pair page's ratio/quality chart. Evaluation
         # needs a model that runs (torch + transformers); when it fails the demo still works without the chart.
         dataset = dataset_list(team=team).filter(name=DATASET_NAME).first()
