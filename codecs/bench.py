@@ -1,0 +1,452 @@
+"""``modelcodecs bench``: every lossless codec on the same pairs, side by side.
+
+For each case (synthetic pairs in fp32/bf16 at several delta sigmas, a 90%-unchanged pair, bf16 weights stored as
+fp32, a tiny transformer fine-tuned by AdamW, or a pair you give with ``--pair BASE FT``) and each registered
+lossless codec, on the same bytes in the same run:
+
+* ``ratio``   -- fine-tuned folder bytes (every file) / artifact file bytes (``compress_model``; the contract's ratio);
+* ``payload`` -- tensor bytes / codec payload bytes (``encode_tensor`` on in-memory tensors; no container, no
+  index, no non-tensor files);
+* ``vs bound`` -- for fmdelta, its payload / the order-0 entropy of the reference FM-Delta symbols plus raw bits
+  (``modelcodecs.fmdelta.symbol_entropy_bound``, summed over tensors);
+* MB/s of compress and decompress, end to end (``compress_model``/``decompress_model``, files, hashing and
+  container included) and at the codec level (``encode_tensor``/``decode_tensor`` in memory), at each thread
+  count (default 1 and 2); M elements/s at the codec level;
+* peak RSS while compressing and decompressing (sampled from /proc/self/statm every 5 ms).
+
+Run ``modelcodecs bench --help`` for the options; ``--quick`` uses tiny sizes, ``--json`` writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .abc import FLOAT_DTYPES, TensorSpec
+from .errors import ConfigError
+
+MB = 1e6
+
+# (label, config) of the codecs benchmarked besides the registered codecs' defaults
+CODEC_VARIANTS = {"zstd": [("zstd-1", {"id": "zstd", "level": 1}), ("zstd-3", {"id": "zstd", "level": 3})]}
+
+# name, dtype, delta sigma, unchanged fraction, stored_as
+SYNTHETIC_CASES = [
+    ("fp32 ds=1e-5", "F32", 1e-5, 0.0, None),
+    ("fp32 ds=1e-4", "F32", 1e-4, 0.0, None),
+    ("fp32 ds=1e-3", "F32", 1e-3, 0.0, None),
+    ("fp32 ds=1e-4 90% unchanged", "F32", 1e-4, 0.9, None),
+    ("bf16 ds=1e-5", "BF16", 1e-5, 0.0, None),
+    ("bf16 ds=1e-4", "BF16", 1e-4, 0.0, None),
+    ("bf16 ds=1e-3", "BF16", 1e-3, 0.0, None),
+    ("bf16-as-fp32 ds=1e-4", "BF16", 1e-4, 0.0, "F32"),
+]
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+
+class RssSampler:
+    """Peak resident set size of this process while the ``with`` block runs (polled from /proc/self/statm)."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    from ._threads import usable_cores
+
+    return {"cpu": cpu, "usable_cores": usable_cores(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _lossless_codecs(only: list[str] | None) -> list[tuple[str, dict]]:
+    from .registry import list_codecs
+
+    out = []
+    for cls in list_codecs():
+        if not cls.lossless or cls.needs_prior:
+            continue
+        for label, config in CODEC_VARIANTS.get(cls.codec_id, [(cls.codec_id, {"id": cls.codec_id})]):
+            if only is None or label in only or cls.codec_id in only:
+                out.append((label, config))
+    if not out:
+        raise ConfigError(f"no lossless codec matches {only}")
+    return out
+
+
+def _load_tensors(ft_dir: Path, base_dir: Path) -> list[tuple[TensorSpec, bytearray, bytearray | None]]:
+    """Every named tensor of the fine-tune with its base twin (same name, dtype and shape) when there is one."""
+    from .hfio import ModelFolder
+
+    out = []
+    with ModelFolder(ft_dir) as tuned, ModelFolder(base_dir) as base:
+        for ref in tuned.iter_tensors():
+            if not ref.named:
+                continue
+            twin = base.tensors.get(ref.name)
+            base_bytes = base.read_tensor(twin) if twin is not None and twin.spec.dtype == ref.spec.dtype \
+                and twin.spec.shape == ref.spec.shape else None
+            out.append((ref.spec, tuned.read_tensor(ref), base_bytes))
+    return out
+
+
+def _bound(tensors) -> float | None:
+    from .fmdelta import symbol_entropy_bound
+
+    total, seen = 0.0, False
+    for spec, data, base in tensors:
+        if spec.dtype in FLOAT_DTYPES and base is not None and spec.dtype in ("F16", "BF16", "F32", "F64"):
+            total += symbol_entropy_bound(data, base, spec.dtype)
+            seen = True
+        else:
+            total += spec.nbytes  # not coded by FM-Delta's symbols: count it at full size
+    return total if seen else None
+
+
+def _best(fn, repeat: int) -> tuple[float, object]:
+    best, result = math.inf, None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def _codec_level(codec, tensors, threads: int, repeat: int) -> dict:
+    """encode_tensor/decode_tensor on in-memory tensors: seconds, payload bytes, and a byte-exact check."""
+    def encode():
+        return [list(codec.encode_tensor(spec, memoryview(data), None if base is None else memoryview(base),
+                                         threads=threads)) for spec, data, base in tensors]
+
+    with RssSampler() as enc_rss:
+        enc_s, encoded = _best(encode, repeat)
+    outs = [bytearray(spec.nbytes) for spec, _, _ in tensors]
+
+    def decode():
+        for (spec, _, base), chunks, out in zip(tensors, encoded, outs):
+            codec.decode_tensor(spec, chunks, None if base is None else memoryview(base), memoryview(out),
+                                threads=threads)
+
+    with RssSampler() as dec_rss:
+        dec_s, _ = _best(decode, repeat)
+    exact = all(out == data for out, (_, data, _) in zip(outs, tensors))
+    payload = sum(len(c.payload) for chunks in encoded for c in chunks)
+    coders: dict[str, int] = {}
+    for chunks in encoded:
+        for c in chunks:
+            coders[c.coder] = coders.get(c.coder, 0) + len(c.payload)
+    return {"encode_s": enc_s, "decode_s": dec_s, "payload_bytes": payload, "exact": exact, "coders": coders,
+            "encode_rss": enc_rss.peak, "decode_rss": dec_rss.peak}
+
+
+def _end_to_end(config: dict, base_dir: Path, ft_dir: Path, work: Path, threads: int, repeat: int) -> dict:
+    from . import compress_model, decompress_model
+
+    artifact = work / "artifact.dvz"
+    restored = work / "restored"
+
+    def compress():
+        if artifact.exists():
+            artifact.unlink()
+        return compress_model(ft_dir, artifact, codec=config, base_dir=base_dir, threads=threads)
+
+    def decompress():
+        shutil.rmtree(restored, ignore_errors=True)
+        return decompress_model(artifact, restored, base_dir=base_dir, threads=threads)
+
+    with RssSampler() as comp_rss:
+        comp_s, summary = _best(compress, repeat)
+    with RssSampler() as dec_rss:
+        dec_s, restored_summary = _best(decompress, repeat)
+    size = artifact.stat().st_size
+    verified = bool(restored_summary.verified)
+    artifact.unlink()
+    shutil.rmtree(restored, ignore_errors=True)
+    return {"compress_s": comp_s, "decompress_s": dec_s, "artifact_bytes": size, "original_bytes":
+            summary.original_bytes, "verified": verified, "compress_rss": comp_rss.peak,
+            "decompress_rss": dec_rss.peak}
+
+
+def bench_case(name: str, base_dir: Path, ft_dir: Path, *, codecs: list[tuple[str, dict]], threads: list[int],
+               repeat: int, work: Path, info: dict | None = None, log=print) -> dict:
+    from . import get_codec
+
+    original = sum(p.stat().st_size for p in Path(ft_dir).rglob("*") if p.is_file())
+    e2e: dict[str, dict] = {}
+    for label, config in codecs:  # end to end first, before the tensors are held in memory
+        for t in threads:
+            log(f"  {name}: {label} end to end, {t} thread(s)")
+            e2e[(label, t)] = _end_to_end(config, Path(base_dir), Path(ft_dir), work, t, repeat)
+    tensors = _load_tensors(Path(ft_dir), Path(base_dir))
+    tensor_bytes = sum(spec.nbytes for spec, _, _ in tensors)
+    elements = sum(spec.numel for spec, _, _ in tensors)
+    dtypes = sorted({spec.dtype for spec, _, _ in tensors})
+    log(f"  {name}: order-0 bound")
+    bound = _bound(tensors)
+    rows = []
+    for label, config in codecs:
+        codec = get_codec(config)
+        row = {"codec": label, "config": codec.get_config(), "threads": {}}
+        for t in threads:
+            log(f"  {name}: {label} codec level, {t} thread(s)")
+            level = _codec_level(codec, tensors, t, repeat)
+            end = e2e[(label, t)]
+            row["threads"][str(t)] = {
+                "e2e_compress_mb_s": end["original_bytes"] / MB / end["compress_s"],
+                "e2e_decompress_mb_s": end["original_bytes"] / MB / end["decompress_s"],
+                "codec_encode_mb_s": tensor_bytes / MB / level["encode_s"],
+                "codec_decode_mb_s": tensor_bytes / MB / level["decode_s"],
+                "codec_encode_melem_s": elements / 1e6 / level["encode_s"],
+                "codec_decode_melem_s": elements / 1e6 / level["decode_s"],
+                "peak_rss_compress_mb": end["compress_rss"] / MB,
+                "peak_rss_decompress_mb": end["decompress_rss"] / MB,
+                "peak_rss_codec_mb": max(level["encode_rss"], level["decode_rss"]) / MB,
+            }
+            row.update(artifact_bytes=end["artifact_bytes"], original_bytes=end["original_bytes"],
+                       ratio=end["original_bytes"] / end["artifact_bytes"], payload_bytes=level["payload_bytes"],
+                       payload_ratio=tensor_bytes / level["payload_bytes"] if level["payload_bytes"] else math.inf,
+                       lossless_ok=bool(level["exact"] and end["verified"]), bytes_by_coder=level["coders"])
+        row["vs_bound"] = row["payload_bytes"] / bound if bound and label == "fmdelta" else None
+        rows.append(row)
+    del tensors
+    return {"name": name, "base": str(base_dir), "finetuned": str(ft_dir), "dtypes": dtypes, "elements": elements,
+            "tensor_bytes": tensor_bytes, "original_bytes": original, "bound_bytes": bound,
+            "bound_ratio": tensor_bytes / bound if bound else None, "info": info or {}, "rows": rows}
+
+
+# -- targets --------------------------------------------------------------------------------------------------------
+
+def check_targets(cases: list[dict], threads: list[int]) -> list[dict]:
+    """The FM-Delta targets, from measured figures: ratio vs bound, bf16-as-fp32 vs bf16, speed per core and
+    2-thread scaling (codec level)."""
+    out = []
+
+    def fm(case):
+        return next((r for r in case["rows"] if r["codec"] == "fmdelta"), None)
+
+    by_name = {c["name"]: c for c in cases}
+    for case in cases:
+        row = fm(case)
+        if row is None or row["vs_bound"] is None or case["info"].get("kind") != "synthetic":
+            continue
+        stored = case["info"].get("stored_as")
+        if case["info"].get("dtype") == "F32" and stored == "F32":
+            out.append({"target": f"{case['name']}: fmdelta payload <= 1.005x bound", "value": row["vs_bound"],
+                        "limit": 1.005, "ok": row["vs_bound"] <= 1.005})
+        elif case["info"].get("dtype") == "BF16" and stored == "BF16":
+            out.append({"target": f"{case['name']}: fmdelta payload <= 0.90x bound", "value": row["vs_bound"],
+                        "limit": 0.90, "ok": row["vs_bound"] <= 0.90})
+        elif case["info"].get("dtype") == "BF16" and stored == "F32":
+            twin = by_name.get(case["name"].replace("bf16-as-fp32", "bf16"))
+            if twin is not None and fm(twin):
+                rel = row["payload_bytes"] / fm(twin)["payload_bytes"]
+                out.append({"target": f"{case['name']}: fmdelta payload within 5% of {twin['name']}",
+                            "value": rel, "limit": 1.05, "ok": rel <= 1.05})
+    speeds = [(c["name"], fm(c)) for c in cases if fm(c) is not None]
+    if speeds and "1" in speeds[0][1]["threads"]:
+        for key, what in (("codec_encode_melem_s", "encode"), ("codec_decode_melem_s", "decode")):
+            worst = min(speeds, key=lambda s: s[1]["threads"]["1"][key])
+            value = worst[1]["threads"]["1"][key]
+            out.append({"target": f"fmdelta {what} >= 75 M elements/s on 1 thread (slowest case: {worst[0]})",
+                        "value": value, "limit": 75.0, "ok": value >= 75.0})
+            if "2" in worst[1]["threads"]:
+                scale = min(s[1]["threads"]["2"][key] / s[1]["threads"]["1"][key] for s in speeds)
+                out.append({"target": f"fmdelta {what} 2 threads >= 1.7x 1 thread (worst case)", "value": scale,
+                            "limit": 1.7, "ok": scale >= 1.7})
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------------------------
+
+def format_case(case: dict, threads: list[int]) -> str:
+    ts = "/".join(str(t) for t in threads)
+    head = (f"### {case['name']}  ({', '.join(case['dtypes'])}; {case['elements'] / 1e6:.2f} M elements; "
+            f"folder {case['original_bytes'] / MB:.1f} MB")
+    if case["bound_bytes"]:
+        head += f"; order-0 bound ratio {case['bound_ratio']:.4f}"
+    head += ")"
+    cols = ["codec", "ratio (file)", "ratio (payload)", "vs bound", f"e2e comp MB/s {ts}T", f"e2e dec MB/s {ts}T",
+            f"codec enc MB/s {ts}T", f"codec dec MB/s {ts}T", f"codec enc Melem/s {ts}T", "peak RSS MB comp/dec",
+            "exact"]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in case["rows"]:
+        def per(key, fmt="{:.0f}"):
+            return " / ".join(fmt.format(row["threads"][str(t)][key]) for t in threads)
+
+        last = row["threads"][str(threads[-1])]
+        cells = [row["codec"], f"{row['ratio']:.4f}", f"{row['payload_ratio']:.4f}",
+                 f"{row['vs_bound']:.4f}" if row["vs_bound"] else "-",
+                 per("e2e_compress_mb_s"), per("e2e_decompress_mb_s"), per("codec_encode_mb_s"),
+                 per("codec_decode_mb_s"), per("codec_encode_melem_s", "{:.1f}"),
+                 f"{last['peak_rss_compress_mb']:.0f} / {last['peak_rss_decompress_mb']:.0f}",
+                 "yes" if row["lossless_ok"] else "NO"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_report(report: dict) -> str:
+    threads = report["threads"]
+    parts = [f"modelcodecs bench  {report['date']}  {report['machine']['cpu']} "
+             f"({report['machine']['usable_cores']} usable cores)",
+             "ratio (file) = fine-tuned folder bytes / artifact file bytes; ratio (payload) = tensor bytes / codec "
+             "payload bytes; vs bound = fmdelta payload / order-0 bound of the reference symbols; e2e = "
+             "compress_model/decompress_model (files, hashes, container); codec = encode_tensor/decode_tensor in "
+             "memory; MB = 10^6 bytes of the original.", ""]
+    for case in report["cases"]:
+        parts += [format_case(case, threads), ""]
+    if report["targets"]:
+        parts += ["### FM-Delta targets", ""]
+        for t in report["targets"]:
+            parts.append(f"- {'MET ' if t['ok'] else 'MISSED'} {t['target']}: {t['value']:.4f} (limit {t['limit']})")
+    return "\n".join(parts)
+
+
+# -- driver ---------------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelcodecs bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--pair", nargs=2, metavar=("BASE", "FT"), help="benchmark this base/fine-tune pair only")
+    what.add_argument("--synthetic", action="store_true", help="synthetic pairs only (no tiny transformer)")
+    what.add_argument("--tiny", action="store_true", help="the tiny fine-tuned transformer only")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (for tests and smoke runs)")
+    p.add_argument("--elements", type=int, default=None, help="elements per synthetic case (default 16 Mi; "
+                   "quick: 64 Ki)")
+    p.add_argument("--cases", default=None, help="comma-separated substrings: keep synthetic cases whose name "
+                   "contains one of them (e.g. 'fp32 ds=1e-4,bf16')")
+    p.add_argument("--codecs", default=None, help="comma-separated codec labels or ids (default: every lossless "
+                   "codec; zstd at levels 1 and 3)")
+    p.add_argument("--threads", default="1,2", help="thread counts to measure (default 1,2)")
+    p.add_argument("--repeat", type=int, default=None, help="runs per measurement, best kept (default 2; quick 1)")
+    p.add_argument("--tiny-steps", type=int, default=30, help="AdamW fine-tuning steps of the tiny transformer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="where pairs and artifacts go (default: a temporary folder, "
+                   "removed afterwards)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="write the results as JSON to PATH (or to stdout, instead of the tables, when no PATH)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if not threads or any(t < 1 for t in threads):
+        raise ConfigError("--threads takes positive integers, e.g. 1,2")
+    repeat = args.repeat or (1 if args.quick else 2)
+    elements = args.elements or ((1 << 16) if args.quick else (16 << 20))
+    if elements < 1 or repeat < 1:
+        raise ConfigError("--elements and --repeat must be positive")
+    codecs = _lossless_codecs(args.codecs.split(",") if args.codecs else None)
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    from . import synthetic
+
+    owned = args.workdir is None
+    root = Path(tempfile.mkdtemp(prefix="modelcodecs-bench-") if owned else args.workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    cases = []
+    try:
+        plans = []
+        if args.pair:
+            plans.append(("pair", Path(args.pair[0]), Path(args.pair[1]), {"kind": "pair"}))
+        if not args.pair and not args.tiny:
+            wanted = [w.strip() for w in args.cases.split(",")] if args.cases else None
+            for i, (name, dtype, sigma, unchanged, stored) in enumerate(SYNTHETIC_CASES):
+                if wanted and not any(w in name for w in wanted):
+                    continue
+                log(f"generating {name} ({elements} elements)")
+                # bf16-as-fp32 uses the bf16 case's seed: same values, wider storage
+                seed = args.seed + (SYNTHETIC_CASES.index(next(c for c in SYNTHETIC_CASES if c[1] == dtype and
+                                                               c[2] == sigma and c[3] == unchanged and not c[4]))
+                                    if stored else i)
+                pair = synthetic.make_synthetic_pair(root / f"case{i}", dtype=dtype, n_elements=elements,
+                                                     delta_sigma=sigma, unchanged_fraction=unchanged, seed=seed,
+                                                     stored_as=stored,
+                                                     n_tensors=max(1, min(8, elements // (1 << 20))))
+                plans.append((name, pair.base, pair.finetuned, {"kind": "synthetic", **pair.info}))
+        if not args.pair and not args.synthetic:
+            log("training the tiny transformer pair")
+            kw = dict(steps=3, base_steps=3, d_model=32, n_layer=1) if args.quick else \
+                dict(steps=args.tiny_steps, d_model=128, n_layer=4)
+            pair = synthetic.make_tiny_transformer_pair(root / "tiny", seed=args.seed, **kw)
+            plans.append((f"tiny Llama fp32, {kw['steps']} AdamW steps", pair.base, pair.finetuned,
+                          {"kind": "tiny-transformer", **pair.info}))
+        work = root / "work"
+        work.mkdir(exist_ok=True)
+        for name, base, ft, info in plans:
+            log(f"benchmarking {name}")
+            cases.append(bench_case(name, base, ft, codecs=codecs, threads=threads, repeat=repeat, work=work,
+                                    info=info, log=log))
+            if info["kind"] == "synthetic" and owned:
+                shutil.rmtree(Path(base).parent, ignore_errors=True)
+    finally:
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "command": "modelcodecs bench " + " ".join(args.argv), "threads": threads, "repeat": repeat,
+            "elements_per_synthetic_case": elements, "codecs": [{"label": lab, "config": cfg} for lab, cfg in codecs],
+            "cases": cases, "targets": check_targets(cases, threads)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    report = run(args)
+    if args.json == "-":
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_report(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+__all__ = ["RssSampler", "bench_case", "check_targets", "format_report", "main", "run"]
