@@ -105,14 +105,11 @@ double bucket_cost(const uint32_t* h, int alpha) {
     return bits + 8.0 * (1 + 2.6 * used);
 }
 
-// Normalises counts to frequencies summing to kScaleTotal, each used symbol getting at least 1.
+// Normalises counts to frequencies summing to kScaleTotal, each used symbol getting at least 1: proportional
+// rounding, then the remaining difference is settled one unit at a time where it costs the fewest bits.
 void normalise(const uint32_t* c, int alpha, uint32_t* f) {
     uint64_t total = 0;
-    int best = -1;
-    for (int i = 0; i < alpha; i++) {
-        total += c[i];
-        if (c[i] && (best < 0 || c[i] > c[best])) best = i;
-    }
+    for (int i = 0; i < alpha; i++) total += c[i];
     int64_t sum = 0;
     for (int i = 0; i < alpha; i++) {
         if (!c[i]) {
@@ -123,22 +120,25 @@ void normalise(const uint32_t* c, int alpha, uint32_t* f) {
         f[i] = v ? static_cast<uint32_t>(v) : 1;
         sum += f[i];
     }
-    int64_t diff = static_cast<int64_t>(kScaleTotal) - sum;
-    if (static_cast<int64_t>(f[best]) + diff >= 1) {
-        f[best] = static_cast<uint32_t>(f[best] + diff);
-        return;
-    }
-    // rare: many tiny symbols; take one unit at a time from the largest frequencies
-    while (sum > static_cast<int64_t>(kScaleTotal)) {
-        int m = -1;
-        for (int i = 0; i < alpha; i++)
-            if (f[i] > 1 && (m < 0 || f[i] > f[m])) m = i;
-        f[m]--;
-        sum--;
-    }
-    while (sum < static_cast<int64_t>(kScaleTotal)) {
-        f[best]++;
-        sum++;
+    if (sum == static_cast<int64_t>(kScaleTotal)) return;
+    const bool up = sum < static_cast<int64_t>(kScaleTotal);
+    // bits added by moving f[i] one unit in the needed direction (negative when raising it); only the moved
+    // symbol's cost changes, so each step is one scan for the minimum and one log2
+    double cost[256];
+    auto cost_of = [&](int i) {
+        if (!c[i] || (!up && f[i] <= 1)) return 1e300;
+        return up ? -static_cast<double>(c[i]) * std::log2((f[i] + 1.0) / f[i])
+                  : static_cast<double>(c[i]) * std::log2(f[i] / (f[i] - 1.0));
+    };
+    for (int i = 0; i < alpha; i++) cost[i] = cost_of(i);
+    while (sum != static_cast<int64_t>(kScaleTotal)) {
+        int best = 0;
+        for (int i = 1; i < alpha; i++)
+            if (cost[i] < cost[best]) best = i;
+        if (cost[best] >= 1e300) break;  // cannot happen: at most 255 symbols share 4096 slots
+        f[best] += up ? 1 : -1;
+        sum += up ? 1 : -1;
+        cost[best] = cost_of(best);
     }
 }
 
