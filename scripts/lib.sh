@@ -1,5 +1,5 @@
 # Shared by scripts/bootstrap, scripts/run and scripts/test (sourced, not executed).
-# Sets REPO, DELTAVAULT_HOME and PY (the Python interpreter the project is installed into).
+# Sets REPO, DELTAVAULT_HOME, BASE_PY, VENV and PY (the interpreter of ./.venv, where the project is installed).
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export DELTAVAULT_HOME="${DELTAVAULT_HOME:-$REPO/var}"
@@ -11,22 +11,13 @@ log() {
 }
 die() { log "error: $*"; exit 1; }
 
-# Pick the interpreter: $PYTHON if given, an existing ./.venv, else python3 unless it is a distribution Python
-# that refuses pip installs (PEP 668), in which case a ./.venv is made by bootstrap.
-_pick_python() {
-    if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"; return; fi
-    if [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"; return; fi
-    local cand
-    cand="$(command -v python3 || command -v python || true)"
-    [[ -n "$cand" ]] || { PY=""; return; }
-    if "$cand" - <<'PYEOF' 2>/dev/null; then PY="$cand"; else PY=""; fi
-import sys, sysconfig, pathlib
-in_venv = sys.prefix != sys.base_prefix
-managed = (pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()
-sys.exit(0 if (in_venv or not managed) else 1)
-PYEOF
-}
-_pick_python
+# The project is installed into ./.venv, a virtual environment that sees the system's site-packages (so torch and
+# friends installed there are reused, nothing is downloaded twice) while the editable install of this checkout
+# (and its native extension) stays private to the checkout: two clones on one machine never re-point each other's
+# `modelcodecs`. BASE_PY makes the venv: $PYTHON if given, else python3.
+BASE_PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
+VENV="$REPO/.venv"
+PY="$VENV/bin/python"
 
 # Is a Redis server answering at REDIS_URL (default 127.0.0.1:6379)?
 redis_up() {

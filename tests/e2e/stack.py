@@ -209,8 +209,11 @@ def start_stack(home: Path, *, extra_env: dict | None = None) -> Stack:
         web = stack._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
                                    "webapp.asgi:application"])
         wait_for_port(web_port, 60, web, "daphne")
-    except BaseException:
+    except Exception as exc:
         logs = stack.log_tails()
         stack.close()
-        raise RuntimeError(f"could not start the stack:\n{logs}") from None
+        raise RuntimeError(f"could not start the stack: {exc}\n{logs}") from exc
+    except BaseException:
+        stack.close()
+        raise
     return stack
