@@ -2,7 +2,7 @@
 
 Layout::
 
-    header   16 bytes   b"DVZ\\x00" | u16 format version | u16 flags (0) | 8 reserved zero bytes
+    header   16 bytes   b"DVZ\\x00" | u16 format version | u16 flags (0) | 8 reserved bytes (must be zero)
     payloads            chunk payloads back to back, in the order they were produced
     index               zstd-compressed JSON: codec config, files, tensors, chunk offsets/lengths/crc32s, hashes
     footer   56 bytes   u64 index offset | u64 index length | sha256 of the index bytes | b"DVZ-END\\x00"
@@ -31,7 +31,7 @@ from .errors import CorruptArtifactError
 MAGIC = b"DVZ\x00"
 END_MAGIC = b"DVZ-END\x00"
 FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sHH8x")
+HEADER = struct.Struct("<4sHH8s")
 FOOTER = struct.Struct("<QQ32s8s")
 MAX_INDEX_BYTES = 1 << 30
 
@@ -43,7 +43,7 @@ class ContainerWriter:
         self.path = Path(path)
         self.tmp_path = self.path.with_name(f"{self.path.name}.partial-{os.urandom(6).hex()}")
         self._file = open(self.tmp_path, "xb")
-        self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0))
+        self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(8)))
         self.offset = HEADER.size
 
     def write_chunk(self, chunk: EncodedChunk) -> dict:
@@ -96,11 +96,13 @@ class ContainerReader:
     def _read_index(self) -> dict:
         if self.size < HEADER.size + FOOTER.size:
             raise CorruptArtifactError(f"{self.path}: too short to be a DeltaVault artifact (truncated?)")
-        magic, version, flags = HEADER.unpack(self._pread(0, HEADER.size))
+        magic, version, flags, reserved = HEADER.unpack(self._pread(0, HEADER.size))
         if magic != MAGIC:
             raise CorruptArtifactError(f"{self.path}: not a DeltaVault artifact (bad magic)")
         if version != FORMAT_VERSION or flags != 0:
             raise CorruptArtifactError(f"{self.path}: unsupported artifact format version {version}.{flags}")
+        if reserved != bytes(8):
+            raise CorruptArtifactError(f"{self.path}: artifact header is corrupted (reserved bytes are not zero)")
         index_offset, index_length, digest, end = FOOTER.unpack(self._pread(self.size - FOOTER.size, FOOTER.size))
         if end != END_MAGIC:
             raise CorruptArtifactError(f"{self.path}: artifact footer is missing (truncated or corrupted)")
@@ -212,6 +214,17 @@ def validate_index(index, data_end: int) -> None:
                 _fail(f"{where}: malformed segment")
         if total != f["size"]:
             _fail(f"{where}: segments add up to {total} bytes, the file has {f['size']}")
+    if sum(f["size"] for f in index["files"]) != index["original_bytes"]:
+        _fail("file sizes do not add up to original_bytes")
+    names = [f["name"] for f in index["files"]]
+    if len(set(names)) != len(names):
+        _fail("a file name appears twice")
+    folders = {"/".join(parts[:k]) for parts in (n.split("/") for n in names) for k in range(1, len(parts))}
+    if folders & set(names):
+        _fail("a file name is also used as a folder")
+    used = sorted(seg["tensor"] for f in index["files"] for seg in f["segments"] if "tensor" in seg)
+    if used != list(range(len(tensors))):
+        _fail("every tensor must be used by exactly one file segment")
 
 
 # -- one self-contained buffer (numcodecs-style Codec.encode/decode) -------------------------------------------
@@ -235,16 +248,26 @@ def unpack_chunks(buf: bytes) -> tuple[TensorSpec, list[EncodedChunk]]:
         raise CorruptArtifactError("encoded buffer is truncated")
     try:
         meta = json.loads(buf[8:8 + meta_len])
-        spec = TensorSpec("buffer", meta["dtype"], tuple(meta["shape"]))
-        if spec.dtype not in DTYPE_SIZES or not all(_is_int(d) for d in spec.shape):
-            raise ValueError("bad spec")
-        records = [(str(coder), int(length), int(crc), dict(cmeta)) for coder, length, crc, cmeta in meta["chunks"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        if not isinstance(meta, dict) or set(meta) != {"dtype", "shape", "chunks"}:
+            raise ValueError("unexpected keys")
+        shape = meta["shape"]
+        if meta["dtype"] not in DTYPE_SIZES or not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+            raise ValueError("bad dtype or shape")
+        spec = TensorSpec("buffer", meta["dtype"], tuple(shape))
+        if not isinstance(meta["chunks"], list):
+            raise ValueError("chunks is not a list")
+        records = []
+        for rec in meta["chunks"]:
+            if not (isinstance(rec, list) and len(rec) == 4 and isinstance(rec[0], str) and _is_int(rec[1])
+                    and _is_int(rec[2], 0, 0xFFFFFFFF) and isinstance(rec[3], dict)):
+                raise ValueError("malformed chunk record")
+            records.append(tuple(rec))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise CorruptArtifactError(f"encoded buffer header is malformed: {exc}") from None
     chunks, offset = [], 8 + meta_len
     for coder, length, crc, cmeta in records:
         payload = buf[offset:offset + length]
-        if length < 0 or len(payload) != length or zlib.crc32(payload) != crc:
+        if len(payload) != length or zlib.crc32(payload) != crc:
             raise CorruptArtifactError("encoded buffer chunk is truncated or corrupted")
         chunks.append(EncodedChunk(coder, payload, cmeta))
         offset += length

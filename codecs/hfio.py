@@ -203,17 +203,21 @@ class ModelFolder:
         if not self.root.is_dir():
             raise ModelFormatError(f"{self.root}: not a folder")
         self.files: list[FilePlan] = []
-        for name in _safe_files(self.root):
+        names = _safe_files(self.root)
+        weight_bins = _weight_bins(self.root, names)
+        for name in names:
             path = self.root / name
             size = path.stat().st_size
             if name.endswith(".safetensors"):
                 with open(path, "rb") as handle:
                     self.files.append(parse_safetensors_header(handle, name, size))
-            elif name.endswith(".bin") and _is_zip(path):
+            elif name in weight_bins:
+                if not _is_zip(path):
+                    raise ModelFormatError(f"{name}: not a zip-format torch checkpoint (a legacy or foreign "
+                                           f"pickle); refusing to unpickle it")
                 self.files.append(_torch_zip_plan(path, name, size))
-            elif name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")):
-                raise ModelFormatError(f"{name}: a pickle that is not a torch zip checkpoint; refusing to read it")
             else:
+                # everything else (configs, tokenizers, training_args.bin...) is kept as bytes, never unpickled
                 self.files.append(FilePlan(name, size, "raw", [(0, size)] if size else []))
         self.tensors: dict[str, TensorRef] = {}
         for plan in self.files:
@@ -274,6 +278,33 @@ class ModelFolder:
         for start in range(0, plan.size, HASH_BLOCK):
             digest.update(self.read_range(name, start, min(plan.size, start + HASH_BLOCK)))
         return digest.hexdigest()
+
+
+_SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _weight_bins(root: Path, names: list[str]) -> set[str]:
+    """Names of the ``pytorch_model*.bin`` weight files (from the shard index when there is one); also checks
+    that every shard a ``*.index.json`` names is present."""
+    bins = {n for n in names if n.rsplit("/", 1)[-1].startswith("pytorch_model") and n.endswith(".bin")}
+    present = set(names)
+    for index_name in _SHARD_INDEXES:
+        for name in names:
+            if name.rsplit("/", 1)[-1] != index_name:
+                continue
+            folder = name.rpartition("/")[0]
+            try:
+                weight_map = json.loads((root / name).read_text())["weight_map"]
+                shards = {str(v) for v in weight_map.values()}
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+                raise ModelFormatError(f"{name}: not a valid shard index (needs a 'weight_map' object)") from None
+            for shard in sorted(shards):
+                rel = f"{folder}/{shard}" if folder else shard
+                if shard.startswith("/") or ".." in shard.split("/") or rel not in present:
+                    raise ModelFormatError(f"{name}: shard {shard!r} is missing from the folder")
+                if index_name.startswith("pytorch_model"):
+                    bins.add(rel)
+    return bins
 
 
 def _is_zip(path: Path) -> bool:

@@ -209,12 +209,17 @@ class _TensorEncoder:
         base_ref, base_data = self._base_for(ref)
         base_digest = self.hasher.submit(_sha256, base_data) if base_data is not None else None
         item = DTYPE_SIZES[spec.dtype]
-        chunks = []
+        chunks, reported = [], 0
         for chunk in self.codec.encode_tensor(spec, memoryview(data), None if base_data is None else
                                               memoryview(base_data), threads=self.threads, cancel=self.cancel):
             chunks.append(self.writer.write_chunk(chunk))
             self.bytes_by_coder[chunk.coder] = self.bytes_by_coder.get(chunk.coder, 0) + len(chunk.payload)
-            self.meter.advance(chunk.meta.get("n", 0) * item, f"compressing {spec.name}")
+            # codecs count ``meta["n"]`` in elements or in bytes: report at most the tensor's size, top up after
+            step = chunk.meta.get("n", 0) if isinstance(chunk.meta.get("n"), int) else 0
+            step = max(0, min(step * item, spec.nbytes - reported))
+            reported += step
+            self.meter.advance(step, f"compressing {spec.name}")
+        self.meter.advance(spec.nbytes - reported, f"compressing {spec.name}")
         digest = digest if isinstance(digest, str) else digest.result()
         self.by_content.setdefault((digest, *key), len(self.records))
         self.records.append({
