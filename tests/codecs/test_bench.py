@@ -1,0 +1,118 @@
+"""``modelcodecs bench``: runs quickly, reports every lossless codec on the same pairs, sane figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import modelcodecs
+from modelcodecs import bench, cli, synthetic
+from modelcodecs.errors import ConfigError
+
+
+def lossless_labels() -> set[str]:
+    labels = set()
+    for cls in modelcodecs.list_codecs():
+        if cls.lossless and not cls.needs_prior:
+            labels |= {label for label, _ in bench.CODEC_VARIANTS.get(cls.codec_id, [(cls.codec_id, None)])}
+    return labels
+
+
+def test_quick_json_has_a_row_per_codec_and_fmdelta_compresses(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--synthetic", "--cases", "fp32 ds=1e-5,bf16 ds=1e-4,bf16-as-fp32",
+                       "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert [c["name"] for c in report["cases"]] == ["fp32 ds=1e-5", "bf16 ds=1e-4", "bf16-as-fp32 ds=1e-4"]
+    assert report["threads"] == [1, 2]
+    assert {"fmdelta", "zstd-1", "zstd-3", "xor-zstd"} <= lossless_labels()
+    for case in report["cases"]:
+        rows = {r["codec"]: r for r in case["rows"]}
+        assert set(rows) == lossless_labels()
+        for row in rows.values():
+            assert row["lossless_ok"] is True
+            assert row["original_bytes"] == case["original_bytes"]
+            assert row["ratio"] == pytest.approx(row["original_bytes"] / row["artifact_bytes"])
+            assert row["payload_ratio"] == pytest.approx(case["tensor_bytes"] / row["payload_bytes"])
+            for t in ("1", "2"):
+                figures = row["threads"][t]
+                assert all(figures[k] > 0 for k in ("e2e_compress_mb_s", "e2e_decompress_mb_s",
+                                                    "codec_encode_mb_s", "codec_decode_mb_s",
+                                                    "peak_rss_compress_mb"))
+        fm = rows["fmdelta"]
+        assert fm["ratio"] > 1 and fm["payload_ratio"] > fm["ratio"] * 0.95
+        # the artifact carries a container and an index besides the payload
+        assert fm["artifact_bytes"] > fm["payload_bytes"]
+        assert case["bound_bytes"] > 0 and fm["vs_bound"] == pytest.approx(fm["payload_bytes"] / case["bound_bytes"])
+        # with a base and a small delta FM-Delta beats plain zstd of the fine-tune on the same bytes
+        assert fm["payload_bytes"] < rows["zstd-3"]["payload_bytes"]
+    fp32 = report["cases"][0]["rows"][0]
+    assert fp32["codec"] == "fmdelta" and fp32["bytes_by_coder"].get("fmdelta", 0) > 0
+    names = [t["target"] for t in report["targets"]]
+    assert any("1.005x bound" in n for n in names) and any("0.90x bound" in n for n in names)
+    assert any("within 5%" in n for n in names) and any("75 M elements/s" in n for n in names)
+
+
+def test_json_to_stdout_and_codec_filter_on_a_given_pair(tmp_path, capsys):
+    pair = synthetic.make_synthetic_pair(tmp_path / "pair", dtype="BF16", n_elements=20_000, delta_sigma=1e-5,
+                                         seed=4)
+    assert bench.main(["--pair", str(pair.base), str(pair.finetuned), "--codecs", "fmdelta,zstd-1", "--threads",
+                       "1", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [case] = report["cases"]
+    assert case["name"] == "pair" and case["dtypes"] == ["BF16"] and case["elements"] == 20_000
+    assert [r["codec"] for r in case["rows"]] == ["fmdelta", "zstd-1"]
+    assert list(case["rows"][0]["threads"]) == ["1"]
+    assert case["rows"][0]["ratio"] > case["rows"][1]["ratio"] > 1
+    # a given pair is left where it was
+    assert (pair.finetuned / "model.safetensors").exists()
+
+
+def test_tables_through_the_cli(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--synthetic", "--cases", "90% unchanged", "--codecs", "fmdelta,xor-zstd",
+                     "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "### fp32 ds=1e-4 90% unchanged" in text
+    assert "| fmdelta |" in text and "| xor-zstd |" in text and "zstd-3" not in text
+    assert "ratio (file) = fine-tuned folder bytes / artifact file bytes" in text
+    assert "FM-Delta targets" in text
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="threads"):
+        bench.main(["--quick", "--synthetic", "--threads", "0", "--quiet"])
+    with pytest.raises(ConfigError, match="no lossless codec"):
+        bench.main(["--quick", "--synthetic", "--codecs", "nope", "--quiet"])
+
+
+def _case(name, dtype, stored, vs_bound, payload, enc1=100.0, enc2=190.0):
+    row = {"codec": "fmdelta", "vs_bound": vs_bound, "payload_bytes": payload,
+           "threads": {"1": {"codec_encode_melem_s": enc1, "codec_decode_melem_s": enc1},
+                       "2": {"codec_encode_melem_s": enc2, "codec_decode_melem_s": enc2}}}
+    return {"name": name, "info": {"kind": "synthetic", "dtype": dtype, "stored_as": stored}, "rows": [row]}
+
+
+def test_targets_are_judged_from_the_figures():
+    cases = [_case("fp32 ds=1e-4", "F32", "F32", 1.004, 1000), _case("fp32 ds=1e-3", "F32", "F32", 1.01, 1000),
+             _case("bf16 ds=1e-4", "BF16", "BF16", 0.85, 500),
+             _case("bf16-as-fp32 ds=1e-4", "BF16", "F32", 2.0, 540, enc1=60.0, enc2=90.0)]
+    got = {t["target"]: t["ok"] for t in bench.check_targets(cases, [1, 2])}
+    assert got["fp32 ds=1e-4: fmdelta payload <= 1.005x bound"] is True
+    assert got["fp32 ds=1e-3: fmdelta payload <= 1.005x bound"] is False
+    assert got["bf16 ds=1e-4: fmdelta payload <= 0.90x bound"] is True
+    assert got["bf16-as-fp32 ds=1e-4: fmdelta payload within 5% of bf16 ds=1e-4"] is False  # 540/500 = 1.08
+    speed = [t for t in bench.check_targets(cases, [1, 2]) if "elements/s" in t["target"]]
+    assert all(t["ok"] is False and t["value"] == 60.0 and "bf16-as-fp32" in t["target"] for t in speed)
+    scaling = [t for t in bench.check_targets(cases, [1, 2]) if "2 threads" in t["target"]]
+    assert all(t["ok"] is False and t["value"] == pytest.approx(1.5) for t in scaling)
+
+
+def test_rss_sampler_sees_an_allocation():
+    with bench.RssSampler() as before:
+        pass
+    with bench.RssSampler() as during:
+        block = bytearray(64 << 20)
+        block[::4096] = b"x" * len(block[::4096])
+        del block
+    assert during.peak >= before.peak + (48 << 20)
