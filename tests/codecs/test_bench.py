@@ -116,3 +116,24 @@ def test_rss_sampler_sees_an_allocation():
         block[::4096] = b"x" * len(block[::4096])
         del block
     assert during.peak >= before.peak + (48 << 20)
+
+
+@pytest.mark.slow
+def test_memory_benchmark_script_reports_peaks_against_the_target(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_memory.py"
+    out = tmp_path / "mem.json"
+    proc = subprocess.run([sys.executable, str(script), "--size", "4M", "--tensors", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["checkpoint_bytes"] == 4_000_000 and report["largest_tensor_bytes"] == 2_000_000
+    assert report["target_bytes"] == 3 * 2_000_000 + 300_000_000
+    steps = {s["step"]: s for s in report["steps"]}
+    assert set(steps) == {"baseline", "compress", "decompress"}
+    assert steps["decompress"]["verified"] is True and steps["compress"]["ratio"] > 1
+    assert all(s["peak_rss_bytes"] > 10_000_000 for s in steps.values())
+    assert "target peak RSS" in proc.stdout
