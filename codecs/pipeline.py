@@ -127,9 +127,10 @@ def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_d
     started = time.perf_counter()
     with ExitStack() as stack:
         tuned = stack.enter_context(ModelFolder(finetuned_dir))
-        base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None else None
+        # a codec that does not use the base never gets it, so its artifacts decode without one
+        base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None and codec.needs_base else None
         hasher = stack.enter_context(ThreadPoolExecutor(2, thread_name_prefix="modelcodecs-hash"))
-        codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base_dir is None else str(base_dir),
+        codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base_dir),
                       progress=progress, cancel=cancel)
         meter = _Progress(progress, tuned.total_bytes)
         writer = ContainerWriter(out_path)
