@@ -12,7 +12,8 @@ lossless codec, on the same bytes in the same run:
 * MB/s of compress and decompress, end to end (``compress_model``/``decompress_model``, files, hashing and
   container included) and at the codec level (``encode_tensor``/``decode_tensor`` in memory), at each thread
   count (default 1 and 2); M elements/s at the codec level;
-* peak RSS while compressing and decompressing (sampled from /proc/self/statm every 5 ms).
+* peak RSS of end-to-end compress and decompress, each run in a fresh process (its VmHWM, about 40 MB of which
+  is the interpreter and imports); the codec-level peak is sampled in the benchmark process itself.
 
 Run ``modelcodecs bench --help`` for the options; ``--quick`` uses tiny sizes, ``--json`` writes JSON.
 """
@@ -102,6 +103,13 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _lossless_codecs(only: list[str] | None) -> list[tuple[str, dict]]:
     from .registry import list_codecs
 
@@ -182,32 +190,70 @@ def _codec_level(codec, tensors, threads: int, repeat: int) -> dict:
             "encode_rss": enc_rss.peak, "decode_rss": dec_rss.peak}
 
 
-def _end_to_end(config: dict, base_dir: Path, ft_dir: Path, work: Path, threads: int, repeat: int) -> dict:
+def _child_main(argv: list[str]) -> None:
+    """Run in a fresh process by :func:`_end_to_end`: one compress or decompress, best of ``repeat``; prints JSON
+    with the seconds and this process's own peak RSS (VmHWM)."""
     from . import compress_model, decompress_model
 
-    artifact = work / "artifact.dvz"
-    restored = work / "restored"
+    step, args = argv[0], json.loads(argv[1])
+    artifact, restored = Path(args["artifact"]), Path(args["restored"])
 
     def compress():
         if artifact.exists():
             artifact.unlink()
-        return compress_model(ft_dir, artifact, codec=config, base_dir=base_dir, threads=threads)
+        return compress_model(args["ft"], artifact, codec=args["config"], base_dir=args["base"],
+                              threads=args["threads"]).as_dict()
 
     def decompress():
         shutil.rmtree(restored, ignore_errors=True)
-        return decompress_model(artifact, restored, base_dir=base_dir, threads=threads)
+        return decompress_model(artifact, restored, base_dir=args["base"], threads=args["threads"]).as_dict()
 
-    with RssSampler() as comp_rss:
-        comp_s, summary = _best(compress, repeat)
-    with RssSampler() as dec_rss:
-        dec_s, restored_summary = _best(decompress, repeat)
-    size = artifact.stat().st_size
-    verified = bool(restored_summary.verified)
-    artifact.unlink()
-    shutil.rmtree(restored, ignore_errors=True)
-    return {"compress_s": comp_s, "decompress_s": dec_s, "artifact_bytes": size, "original_bytes":
-            summary.original_bytes, "verified": verified, "compress_rss": comp_rss.peak,
-            "decompress_rss": dec_rss.peak}
+    seconds, summary = _best(compress if step == "compress" else decompress, args["repeat"])
+    print(json.dumps({"seconds": seconds, "summary": summary, "peak_rss": _own_peak_rss()}, default=str))
+
+
+def _own_peak_rss() -> int:
+    """This process's RSS high-water mark. VmHWM, not ru_maxrss: after fork + exec ru_maxrss still carries the
+    parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _run_child(step: str, args: dict) -> dict:
+    import subprocess
+
+    code = "import sys; from modelcodecs.bench import _child_main; _child_main(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, step, json.dumps(args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench: {step} of {args['config']} failed:\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _end_to_end(config: dict, base_dir: Path, ft_dir: Path, work: Path, threads: int, repeat: int) -> dict:
+    """compress_model then decompress_model, each in a fresh process (so its peak RSS is its own)."""
+    artifact = work / "artifact.dvz"
+    restored = work / "restored"
+    args = {"config": config, "base": str(base_dir), "ft": str(ft_dir), "artifact": str(artifact),
+            "restored": str(restored), "threads": threads, "repeat": repeat}
+    try:
+        comp = _run_child("compress", args)
+        dec = _run_child("decompress", args)
+        size = artifact.stat().st_size
+    finally:
+        if artifact.exists():
+            artifact.unlink()
+        shutil.rmtree(restored, ignore_errors=True)
+    return {"compress_s": comp["seconds"], "decompress_s": dec["seconds"], "artifact_bytes": size,
+            "original_bytes": comp["summary"]["original_bytes"], "verified": bool(dec["summary"]["verified"]),
+            "compress_rss": comp["peak_rss"], "decompress_rss": dec["peak_rss"]}
 
 
 def bench_case(name: str, base_dir: Path, ft_dir: Path, *, codecs: list[tuple[str, dict]], threads: list[int],
@@ -330,11 +376,13 @@ def format_case(case: dict, threads: list[int]) -> str:
 def format_report(report: dict) -> str:
     threads = report["threads"]
     parts = [f"modelcodecs bench  {report['date']}  {report['machine']['cpu']} "
-             f"({report['machine']['usable_cores']} usable cores)",
+             f"({report['machine']['usable_cores']} usable cores; load average {report['load_average_start']} at "
+             f"the start, {report['load_average_end']} at the end)",
              "ratio (file) = fine-tuned folder bytes / artifact file bytes; ratio (payload) = tensor bytes / codec "
              "payload bytes; vs bound = fmdelta payload / order-0 bound of the reference symbols; e2e = "
              "compress_model/decompress_model (files, hashes, container); codec = encode_tensor/decode_tensor in "
-             "memory; MB = 10^6 bytes of the original.", ""]
+             "memory; MB = 10^6 bytes of the original; peak RSS = VmHWM of the fresh process that ran "
+             "compress_model / decompress_model.", ""]
     for case in report["cases"]:
         parts += [format_case(case, threads), ""]
     if report["targets"]:
@@ -388,6 +436,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from . import synthetic
 
+    load_start = _load()
     owned = args.workdir is None
     root = Path(tempfile.mkdtemp(prefix="modelcodecs-bench-") if owned else args.workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -430,6 +479,7 @@ def run(args: argparse.Namespace) -> dict:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "load_average_start": load_start, "load_average_end": _load(),
             "command": "modelcodecs bench " + " ".join(args.argv), "threads": threads, "repeat": repeat,
             "elements_per_synthetic_case": elements, "codecs": [{"label": lab, "config": cfg} for lab, cfg in codecs],
             "cases": cases, "targets": check_targets(cases, threads)}
