@@ -171,6 +171,7 @@ def test_zero_d_and_empty(dtype, with_base):
     assert round_trip(codec, dtype, (0, 5), b"", b"" if with_base else None) == []
 
 
+@pytest.mark.slow  # importing torch alone takes seconds
 def test_non_contiguous_torch_tensor_bytes():
     torch = pytest.importorskip("torch")
     g = torch.Generator().manual_seed(0)
