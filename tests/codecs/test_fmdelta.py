@@ -23,6 +23,8 @@ from modelcodecs.errors import (
 )
 from modelcodecs.fmdelta import FMDeltaCodec, symbol_entropy_bound
 
+from common import check_config, check_encode_decode, check_err_decode_object_buffer, check_repr
+
 ALL_DTYPES = sorted(DTYPE_SIZES)
 FLOATS = sorted(FLOAT_DTYPES)
 BITS = {"F8_E4M3": 8, "F8_E5M2": 8, "F16": 16, "BF16": 16, "F32": 32, "F64": 64}
@@ -81,6 +83,30 @@ def special_patterns(dtype: str) -> list[int]:
     pats = [0, sign, 1, sign | 1, inf, sign | inf, inf | 1, inf | (1 << (mbits - 1)), sign | inf | 3, top,
             sign - 1, (1 << mbits) - 1, 1 << mbits, (inf - 1), 0x55 & top]
     return sorted({p & top for p in pats})
+
+
+# -- numcodecs-style checks (the buffer interface codes bytes without a base) -----------------------------------------
+
+codecs = [FMDeltaCodec(), FMDeltaCodec(chunk_elements=4096, context="none", shift_zero_mantissa=False)]
+arrays = [
+    np.arange(10000, dtype="<i4"),
+    np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8),
+    np.linspace(-1, 1, 9000, dtype="<f4").reshape(90, 100),
+    np.zeros(0, dtype=np.uint8),
+]
+
+
+@pytest.mark.parametrize("codec", codecs, ids=repr)
+@pytest.mark.parametrize("arr", arrays, ids=lambda a: f"{a.dtype}{list(a.shape)}")
+def test_encode_decode(codec, arr):
+    check_encode_decode(codec, arr)
+
+
+@pytest.mark.parametrize("codec", codecs, ids=repr)
+def test_config_repr_and_bad_buffers(codec):
+    check_config(codec)
+    check_repr(codec)
+    check_err_decode_object_buffer(codec)
 
 
 # -- round trips ----------------------------------------------------------------------------------------------------
