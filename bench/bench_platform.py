@@ -9,6 +9,9 @@ Measures:
   3. burst: 100 jobs submitted at once, all accepted (HTTP 201) and all finish (none lost).
 
     python bench/bench_platform.py [--jobs 20] [--burst 100] [--probes 50] [--json out.json]
+
+With DATABASE_URL set (PostgreSQL), the stack runs on a fresh database created there (and dropped after);
+otherwise on a SQLite file. The stack is the one the end-to-end tests use (tests/e2e/stack.py).
 """
 
 from __future__ import annotations

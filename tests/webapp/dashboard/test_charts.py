@@ -1,0 +1,39 @@
+"""The pair page's SVG chart (ratio against perplexity), drawn server side."""
+
+import re
+
+from webapp.dashboard.charts import Point, _nice_ticks, ratio_quality_svg
+
+
+def test_nothing_to_plot_gives_no_svg():
+    assert ratio_quality_svg([]) == ""
+    assert ratio_quality_svg([Point("x", "x", float("nan"), 2.0)]) == ""
+
+
+def test_one_dot_per_point_with_its_label_and_a_reference_line():
+    points = [Point("fmdelta", "fmdelta", 12.3, 1.6), Point("bitdelta", "bitdelta", 12.9, 9.8),
+              Point("zstd", "zstd", 12.3, 1.1)]
+    svg = ratio_quality_svg(points, reference_x=12.3)
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.count("<circle") == 3
+    for label in ("fmdelta", "bitdelta", "zstd"):
+        assert f">{label}</text>" in svg
+    assert 'class="ref"' in svg
+    # Higher ratio is drawn higher (smaller y), larger perplexity further right.
+    cx = {m[2]: (float(m[0]), float(m[1])) for m in re.findall(r'cx="([\d.]+)" cy="([\d.]+)"[^>]*><title>(\w+)', svg)}
+    assert cx["bitdelta"][1] < cx["fmdelta"][1] < cx["zstd"][1]
+    assert cx["bitdelta"][0] > cx["fmdelta"][0] == cx["zstd"][0]
+
+
+def test_labels_are_escaped():
+    svg = ratio_quality_svg([Point("<script>", "a", 1.0, 2.0)])
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def test_ticks_cover_the_range_with_round_steps():
+    ticks = _nice_ticks(1.2, 9.8)
+    assert ticks[0] <= 1.2 and ticks[-1] >= 9.8
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+    assert len(steps) == 1 and steps.pop() in (1, 2, 2.5, 5)
+    flat = _nice_ticks(3.0, 3.0)
+    assert flat[0] < 3.0 < flat[-1]
