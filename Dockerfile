@@ -22,9 +22,8 @@ COPY workers ./workers
 COPY templates ./templates
 COPY static ./static
 COPY manage.py README.md ./
-RUN pip install -e ".[web,models]" \
-    && DJANGO_SETTINGS_MODULE=webapp.settings.production DJANGO_SECRET_KEY=collectstatic-only DJANGO_ALLOWED_HOSTS=localhost \
-       python manage.py collectstatic --noinput -v 0
+# Static files are collected when the web container starts (STATIC_ROOT lives under DELTAVAULT_HOME, the volume).
+RUN pip install -e ".[web,models]"
 
 RUN useradd --create-home --uid 1000 deltavault && mkdir -p /data && chown deltavault /data
 USER deltavault
