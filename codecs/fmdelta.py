@@ -172,9 +172,9 @@ class FMDeltaCodec(Codec):
         item = self._item_size(spec)
         out = _as_bytes_view(out, "out")
         if out.readonly:
-            raise ValueError("fmdelta: destination buffer is read-only")
+            raise ModelFormatError("fmdelta: destination buffer is read-only")
         if out.nbytes != spec.nbytes:
-            raise ValueError(f"fmdelta: destination has {out.nbytes} bytes, {spec.name} needs {spec.nbytes}")
+            raise ModelFormatError(f"fmdelta: destination has {out.nbytes} bytes, {spec.name} needs {spec.nbytes}")
         if base is not None:
             base = _as_bytes_view(base, "base")
             if base.nbytes != spec.nbytes:

@@ -363,8 +363,10 @@ def test_wrong_sizes_are_rejected():
         list(codec.encode_tensor(spec, memoryview(bytes(12)), None))
     with pytest.raises(WrongBaseError):
         list(codec.encode_tensor(spec, memoryview(bytes(16)), memoryview(bytes(8))))
-    with pytest.raises(ValueError):
+    with pytest.raises(ModelFormatError):
         codec.decode_tensor(spec, [], None, memoryview(bytearray(12)))
+    with pytest.raises(ModelFormatError):
+        codec.decode_tensor(spec, [], None, memoryview(bytes(16)))
 
 
 # -- config -------------------------------------------------------------------------------------------------------
