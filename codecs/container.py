@@ -163,6 +163,15 @@ def _check_chunks(chunks, data_end: int, where: str) -> None:
             _fail(f"{where}: chunk lies outside the payload area")
 
 
+def _all_chunks(index: dict):
+    for t in index["tensors"]:
+        if t.get("same_as") is None:
+            yield from t["chunks"]
+    for f in index["files"]:
+        for seg in f["segments"]:
+            yield from seg.get("chunks", [])
+
+
 def validate_index(index, data_end: int) -> None:
     """Check every field a decoder will rely on, so nothing downstream trusts unchecked input."""
     if not isinstance(index, dict):
@@ -222,6 +231,10 @@ def validate_index(index, data_end: int) -> None:
     folders = {"/".join(parts[:k]) for parts in (n.split("/") for n in names) for k in range(1, len(parts))}
     if folders & set(names):
         _fail("a file name is also used as a folder")
+    spans = sorted((rec["offset"], rec["length"]) for rec in _all_chunks(index) if rec["length"])
+    for (a, n), (b, _) in zip(spans, spans[1:]):
+        if a + n > b:
+            _fail("two chunks overlap (duplicates are stored once and referenced with same_as)")
     used = sorted(seg["tensor"] for f in index["files"] for seg in f["segments"] if "tensor" in seg)
     if used != list(range(len(tensors))):
         _fail("every tensor must be used by exactly one file segment")

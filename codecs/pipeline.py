@@ -241,7 +241,8 @@ class _ArtifactDecoder:
         self.reader, self.base, self.threads, self.cancel, self.meter = reader, base, threads, cancel, meter
         self.index = reader.index
         self.codec = get_codec(self.index["codec"])
-        self.lossless = self.index["lossless"]
+        # a codec registered as lossless is always checked, whatever the index claims
+        self.lossless = self.index["lossless"] or self.codec.lossless
 
     def check_base(self) -> None:
         """Every base tensor the artifact was coded against must be present and hash to its fingerprint."""

@@ -149,3 +149,44 @@ def test_verify_against_another_reference(tmp_path, artifact):
     report = modelcodecs.verify_artifact(path, base_dir=base_dir, reference_dir=ft_dir)
     assert not report.ok and "README.md" in report.message
     assert [f["name"] for f in report.files if not f["ok"]] == ["README.md"]
+
+
+def _rewrite_index(path, edit) -> None:
+    """Re-seal an artifact with an edited index (a crafted, internally consistent file)."""
+    import hashlib
+
+    import zstandard
+
+    data = path.read_bytes()
+    offset, length, _, end = FOOTER.unpack(data[-FOOTER.size:])
+    index = json.loads(zstandard.ZstdDecompressor().decompress(data[offset:offset + length]))
+    edit(index)
+    blob = zstandard.ZstdCompressor().compress(json.dumps(index).encode())
+    path.write_bytes(data[:offset] + blob + FOOTER.pack(offset, len(blob), hashlib.sha256(blob).digest(), end))
+
+
+def test_crafted_index_cannot_turn_off_hash_checks(tmp_path, artifact):
+    """An index that claims 'lossy' and records another hash still fails: the codec is registered lossless."""
+    path, base_dir, _ = artifact
+
+    def edit(index):
+        index["lossless"] = False
+        first = next(t for t in index["tensors"] if t.get("chunks"))
+        first["sha256"] = "0" * 64
+
+    _rewrite_index(path, edit)
+    with pytest.raises(modelcodecs.VerificationError, match="sha256"):
+        modelcodecs.decompress_model(path, tmp_path / "out", base_dir=base_dir)
+    _no_output(tmp_path)
+
+
+def test_crafted_index_sharing_chunks_is_refused(tmp_path, artifact):
+    path, base_dir, _ = artifact
+
+    def edit(index):
+        coded = [t for t in index["tensors"] if t.get("chunks")]
+        coded[1]["chunks"] = coded[0]["chunks"]
+
+    _rewrite_index(path, edit)
+    with pytest.raises(CorruptArtifactError, match="overlap"):
+        modelcodecs.inspect_artifact(path)

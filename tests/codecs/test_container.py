@@ -212,3 +212,18 @@ def test_unpack_rejects_bad_buffers():
         unpack_chunks(good + b"x")
     with pytest.raises(CorruptArtifactError, match="truncated"):
         unpack_chunks(good[:-1])
+
+
+def test_overlapping_chunks_are_refused():
+    index = _valid_index()
+    index["tensors"].append({"name": "w2", "dtype": "F32", "shape": [2], "sha256": "c" * 64, "base": None,
+                             "chunks": [dict(index["tensors"][0]["chunks"][0])]})
+    index["files"][0]["segments"].append({"tensor": 1})
+    index["files"][0]["size"] = index["original_bytes"] = 16
+    with pytest.raises(CorruptArtifactError, match="overlap"):
+        validate_index(index, 24)
+    index["tensors"][1]["chunks"][0]["offset"] = 20
+    with pytest.raises(CorruptArtifactError, match="outside"):
+        validate_index(index, 24)  # 20 + 8 > 24
+    index["tensors"][1]["chunks"][0].update(offset=24, length=0)
+    validate_index(index, 24)  # empty chunks overlap nothing
