@@ -26,7 +26,7 @@ from pathlib import Path
 import zstandard
 
 from .abc import DTYPE_SIZES, EncodedChunk, TensorSpec
-from .errors import CorruptArtifactError
+from .errors import ConfigError, CorruptArtifactError
 
 MAGIC = b"DVZ\x00"
 END_MAGIC = b"DVZ-END\x00"
@@ -41,6 +41,10 @@ class ContainerWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise ConfigError(f"{self.path}: the output folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path}: is a folder; give the artifact's file name")
         self.tmp_path = self.path.with_name(f"{self.path.name}.partial-{os.urandom(6).hex()}")
         self._file = open(self.tmp_path, "xb")
         self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(8)))

@@ -130,11 +130,11 @@ def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_d
         # a codec that does not use the base never gets it, so its artifacts decode without one
         base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None and codec.needs_base else None
         hasher = stack.enter_context(ThreadPoolExecutor(2, thread_name_prefix="modelcodecs-hash"))
-        codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base_dir),
-                      progress=progress, cancel=cancel)
         meter = _Progress(progress, tuned.total_bytes)
-        writer = ContainerWriter(out_path)
+        writer = ContainerWriter(out_path)  # before prepare(), which may be long: a bad output path fails at once
         try:
+            codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base_dir),
+                          progress=progress, cancel=cancel)
             encoder = _TensorEncoder(codec, base, writer, hasher, threads, cancel, meter)
             files = []
             for plan in tuned.files:

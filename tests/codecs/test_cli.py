@@ -69,6 +69,8 @@ def test_codecs_listing(capsys):
     (["compress", "{ft}", "-o", "{tmp}/a.dvz", "--codec", "zstd", "--option", "colour=red"], 2, "key one of"),
     (["compress", "{ft}", "-o", "{tmp}/a.dvz", "--codec", "xor-zstd"], 2, "needs the base"),
     (["compress", "{tmp}/nothing", "-o", "{tmp}/a.dvz", "--codec", "zstd"], 1, "not a folder"),
+    (["compress", "{ft}", "-o", "{tmp}/no/such/a.dvz", "--codec", "zstd"], 2, "does not exist"),
+    (["compress", "{ft}", "-o", "{tmp}", "--codec", "zstd"], 2, "is a folder"),
     (["decompress", "{tmp}/missing.dvz", "-o", "{tmp}/out"], 1, "cannot open"),
     (["inspect", "{ft}/config.json"], 1, "artifact"),
 ])
