@@ -57,6 +57,13 @@ def check_err_decode_object_buffer(codec: Codec) -> None:
 
 # -- model folders ---------------------------------------------------------------------------------------------
 
+def tensor_bytes(t) -> bytes:
+    """The little-endian bytes a checkpoint stores for a torch tensor (any dtype, 0-d included)."""
+    import torch
+
+    return t.contiguous().flatten().view(torch.uint8).numpy().tobytes()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -98,6 +105,8 @@ def base_tensors(seed: int = 0) -> dict:
         "counts": torch.randint(-100, 100, (9,), generator=gen, dtype=torch.int32),
         "mask": torch.rand(12, generator=gen) > 0.5,
         "step": torch.tensor(7, dtype=torch.int16),
+        "layers.0.attn.k.scale": (torch.randn(8, generator=gen) * 4).to(torch.float8_e4m3fn),
+        "unsigned": torch.arange(6, dtype=torch.uint8),
         "empty": torch.zeros(0, 4),
         "lm_head.weight": torch.randn(48, 16, generator=gen).to(torch.bfloat16),
     }

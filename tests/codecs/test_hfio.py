@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pytest
-from common import base_tensors, sha256_file, write_bin, write_safetensors
+from common import base_tensors, sha256_file, tensor_bytes, write_bin, write_safetensors
 
 from modelcodecs import compare_models, read_model_info
 from modelcodecs.errors import ModelFormatError, UnsafePathError, UnsupportedDtypeError
@@ -19,10 +19,7 @@ torch = pytest.importorskip("torch")
 
 
 def _expected_bytes(t) -> bytes:
-    t = t.contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().tobytes()
-    return t.numpy().tobytes()
+    return tensor_bytes(t)
 
 
 def _check_covers(folder: ModelFolder) -> None:
@@ -66,7 +63,8 @@ def test_bin_storages_mapped_to_tensors(tmp_path, shards):
             ref = folder.tensors[name]
             assert ref.spec.dtype == {"torch.bfloat16": "BF16", "torch.float16": "F16", "torch.float32": "F32",
                                       "torch.float64": "F64", "torch.int64": "I64", "torch.int32": "I32",
-                                      "torch.bool": "BOOL", "torch.int16": "I16"}[str(t.dtype)]
+                                      "torch.bool": "BOOL", "torch.int16": "I16", "torch.uint8": "U8",
+                                      "torch.float8_e4m3fn": "F8_E4M3"}[str(t.dtype)]
             assert bytes(folder.read_tensor(ref)) == _expected_bytes(t)
 
 
@@ -204,7 +202,7 @@ def test_read_model_info(tmp_path):
     assert info["architecture"] == "TinyForCausalLM" and info["model_type"] == "tiny"
     assert info["tensor_count"] == len(tensors)
     assert info["parameter_count"] == sum(t.numel() for t in tensors.values())
-    assert info["dtypes"]["BF16"] == 2 and info["dtypes"]["BOOL"] == 1
+    assert info["dtypes"]["BF16"] == 2 and info["dtypes"]["BOOL"] == 1 and info["dtypes"]["F8_E4M3"] == 1
     files = {f["name"]: f for f in info["files"]}
     assert info["total_bytes"] == sum(f["size"] for f in files.values())
     for name, entry in files.items():

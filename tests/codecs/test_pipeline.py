@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
-from common import assert_same_tree, base_tensors, finetune, make_pair, sha256_file, tree_hashes, write_bin
+from common import (assert_same_tree, base_tensors, finetune, make_pair, sha256_file, tensor_bytes, tree_hashes,
+                    write_bin)
 
 import modelcodecs
 from modelcodecs.abc import EncodedChunk, Param, TensorSpec
@@ -71,13 +72,10 @@ def test_base_used_only_for_matching_tensors(artifact):
 def test_decode_one_tensor(artifact):
     path, base_dir, ft_dir = artifact
     tuned = finetune(base_tensors(0), 1)
-    for name in ("layers.0.mlp.up.weight", "lm_head.weight", "mask", "empty"):
+    for name in ("layers.0.mlp.up.weight", "lm_head.weight", "mask", "empty", "step", "layers.0.attn.k.scale"):
         spec, data = modelcodecs.decode_tensor(path, name, base_dir=base_dir)
         assert spec.shape == tuple(tuned[name].shape)
-        expected = tuned[name].contiguous()
-        if expected.dtype == torch.bfloat16:
-            expected = expected.view(torch.int16)
-        assert bytes(data) == expected.numpy().tobytes()
+        assert bytes(data) == tensor_bytes(tuned[name])
     with pytest.raises(ConfigError, match="no tensor"):
         modelcodecs.decode_tensor(path, "nope", base_dir=base_dir)
 
