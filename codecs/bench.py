@@ -154,12 +154,17 @@ def _bound(tensors) -> float | None:
     return total if seen else None
 
 
-def _best(fn, repeat: int) -> tuple[float, object]:
-    best, result = math.inf, None
+def _best(fn, repeat: int, cpu: list | None = None) -> tuple[float, object]:
+    """Best wall time of ``repeat`` runs; with ``cpu`` (a list), also append the best process CPU time."""
+    best, best_cpu, result = math.inf, math.inf, None
     for _ in range(repeat):
+        cpu_started = time.process_time()
         started = time.perf_counter()
         result = fn()
         best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, time.process_time() - cpu_started)
+    if cpu is not None:
+        cpu.append(best_cpu)
     return best, result
 
 
@@ -169,8 +174,9 @@ def _codec_level(codec, tensors, threads: int, repeat: int) -> dict:
         return [list(codec.encode_tensor(spec, memoryview(data), None if base is None else memoryview(base),
                                          threads=threads)) for spec, data, base in tensors]
 
+    cpu: list[float] = []
     with RssSampler() as enc_rss:
-        enc_s, encoded = _best(encode, repeat)
+        enc_s, encoded = _best(encode, repeat, cpu)
     outs = [bytearray(spec.nbytes) for spec, _, _ in tensors]
 
     def decode():
@@ -179,14 +185,15 @@ def _codec_level(codec, tensors, threads: int, repeat: int) -> dict:
                                 threads=threads)
 
     with RssSampler() as dec_rss:
-        dec_s, _ = _best(decode, repeat)
+        dec_s, _ = _best(decode, repeat, cpu)
     exact = all(out == data for out, (_, data, _) in zip(outs, tensors))
     payload = sum(len(c.payload) for chunks in encoded for c in chunks)
     coders: dict[str, int] = {}
     for chunks in encoded:
         for c in chunks:
             coders[c.coder] = coders.get(c.coder, 0) + len(c.payload)
-    return {"encode_s": enc_s, "decode_s": dec_s, "payload_bytes": payload, "exact": exact, "coders": coders,
+    return {"encode_s": enc_s, "decode_s": dec_s, "encode_cpu_s": cpu[0], "decode_cpu_s": cpu[1],
+            "payload_bytes": payload, "exact": exact, "coders": coders,
             "encode_rss": enc_rss.peak, "decode_rss": dec_rss.peak}
 
 
@@ -287,6 +294,9 @@ def bench_case(name: str, base_dir: Path, ft_dir: Path, *, codecs: list[tuple[st
                 "codec_decode_mb_s": tensor_bytes / MB / level["decode_s"],
                 "codec_encode_melem_s": elements / 1e6 / level["encode_s"],
                 "codec_decode_melem_s": elements / 1e6 / level["decode_s"],
+                # per CPU-second of this process: the per-core speed, robust to other processes on the machine
+                "codec_encode_melem_cpu_s": elements / 1e6 / max(level["encode_cpu_s"], 1e-9),
+                "codec_decode_melem_cpu_s": elements / 1e6 / max(level["decode_cpu_s"], 1e-9),
                 "peak_rss_compress_mb": end["compress_rss"] / MB,
                 "peak_rss_decompress_mb": end["decompress_rss"] / MB,
                 "peak_rss_codec_mb": max(level["encode_rss"], level["decode_rss"]) / MB,
@@ -334,10 +344,17 @@ def check_targets(cases: list[dict], threads: list[int]) -> list[dict]:
     speeds = [(c["name"], fm(c)) for c in cases if fm(c) is not None]
     if speeds and "1" in speeds[0][1]["threads"]:
         for key, what in (("codec_encode_melem_s", "encode"), ("codec_decode_melem_s", "decode")):
+            cpu_key = key.replace("_s", "_cpu_s")
+            per_core = cpu_key in speeds[0][1]["threads"]["1"]
+            if per_core:
+                worst = min(speeds, key=lambda s: s[1]["threads"]["1"][cpu_key])
+                value = worst[1]["threads"]["1"][cpu_key]
+                out.append({"target": f"fmdelta {what} >= 75 M elements per CPU-second on 1 thread (slowest "
+                                      f"case: {worst[0]})", "value": value, "limit": 75.0, "ok": value >= 75.0})
             worst = min(speeds, key=lambda s: s[1]["threads"]["1"][key])
             value = worst[1]["threads"]["1"][key]
-            out.append({"target": f"fmdelta {what} >= 75 M elements/s on 1 thread (slowest case: {worst[0]})",
-                        "value": value, "limit": 75.0, "ok": value >= 75.0})
+            out.append({"target": f"fmdelta {what} >= 75 M elements/s wall clock on 1 thread (slowest case: "
+                                  f"{worst[0]})", "value": value, "limit": 75.0, "ok": value >= 75.0})
             if "2" in worst[1]["threads"]:
                 scale = min(s[1]["threads"]["2"][key] / s[1]["threads"]["1"][key] for s in speeds)
                 out.append({"target": f"fmdelta {what} 2 threads >= 1.7x 1 thread (worst case)", "value": scale,
@@ -355,7 +372,8 @@ def format_case(case: dict, threads: list[int]) -> str:
         head += f"; order-0 bound ratio {case['bound_ratio']:.4f}"
     head += ")"
     cols = ["codec", "ratio (file)", "ratio (payload)", "vs bound", f"e2e comp MB/s {ts}T", f"e2e dec MB/s {ts}T",
-            f"codec enc MB/s {ts}T", f"codec dec MB/s {ts}T", f"codec enc Melem/s {ts}T", "peak RSS MB comp/dec",
+            f"codec enc MB/s {ts}T", f"codec dec MB/s {ts}T", f"codec enc/dec Melem per CPU-s {threads[0]}T",
+            "peak RSS MB comp/dec",
             "exact"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in case["rows"]:
@@ -366,7 +384,9 @@ def format_case(case: dict, threads: list[int]) -> str:
         cells = [row["codec"], f"{row['ratio']:.4f}", f"{row['payload_ratio']:.4f}",
                  f"{row['vs_bound']:.4f}" if row["vs_bound"] else "-",
                  per("e2e_compress_mb_s"), per("e2e_decompress_mb_s"), per("codec_encode_mb_s"),
-                 per("codec_decode_mb_s"), per("codec_encode_melem_s", "{:.1f}"),
+                 per("codec_decode_mb_s"),
+                 "{:.1f} / {:.1f}".format(row["threads"][str(threads[0])]["codec_encode_melem_cpu_s"],
+                                          row["threads"][str(threads[0])]["codec_decode_melem_cpu_s"]),
                  f"{last['peak_rss_compress_mb']:.0f} / {last['peak_rss_decompress_mb']:.0f}",
                  "yes" if row["lossless_ok"] else "NO"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -381,8 +401,9 @@ def format_report(report: dict) -> str:
              "ratio (file) = fine-tuned folder bytes / artifact file bytes; ratio (payload) = tensor bytes / codec "
              "payload bytes; vs bound = fmdelta payload / order-0 bound of the reference symbols; e2e = "
              "compress_model/decompress_model (files, hashes, container); codec = encode_tensor/decode_tensor in "
-             "memory; MB = 10^6 bytes of the original; peak RSS = VmHWM of the fresh process that ran "
-             "compress_model / decompress_model.", ""]
+             "memory; Melem per CPU-s = million elements per CPU-second of the benchmark process (per-core speed, "
+             "little affected by other processes); MB = 10^6 bytes of the original; peak RSS = VmHWM of the fresh "
+             "process that ran compress_model / decompress_model.", ""]
     for case in report["cases"]:
         parts += [format_case(case, threads), ""]
     if report["targets"]:

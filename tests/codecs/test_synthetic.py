@@ -167,7 +167,8 @@ def test_refuses_a_non_empty_output_folder(tmp_path):
 
 
 def test_importing_synthetic_does_not_import_torch():
-    code = "import sys, modelcodecs.synthetic; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = ("import sys, modelcodecs.synthetic; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
 
 
