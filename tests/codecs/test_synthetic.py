@@ -192,7 +192,8 @@ def test_text_dataset_is_deterministic_and_has_the_lines(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     pytest.importorskip("transformers")
-    return synthetic.make_tiny_transformer_pair(tmp_path_factory.mktemp("tiny"), steps=15, base_steps=20, d_model=32, seed=0)
+    return synthetic.make_tiny_transformer_pair(tmp_path_factory.mktemp("tiny"), steps=15, base_steps=20,
+                                                d_model=32, seed=0)
 
 
 @pytest.mark.slow
