@@ -21,6 +21,8 @@ class _ChunkedByteCodec(Codec):
 
     lossless = True
     coder: str
+    # our chunks' ``meta["n"]`` counts bytes (FM-Delta's counts elements); the pipeline's progress reads this
+    meta_n_unit = "bytes"
 
     @abstractmethod
     def _encode_chunk(self, data: memoryview, base: memoryview | None, item: int) -> tuple[bytes, dict]:

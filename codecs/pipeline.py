@@ -209,7 +209,7 @@ class _TensorEncoder:
             return len(self.records) - 1
         base_ref, base_data = self._base_for(ref)
         base_digest = self.hasher.submit(_sha256, base_data) if base_data is not None else None
-        item = DTYPE_SIZES[spec.dtype]
+        item = 1 if getattr(self.codec, "meta_n_unit", "elements") == "bytes" else DTYPE_SIZES[spec.dtype]
         chunks, reported = [], 0
         for chunk in self.codec.encode_tensor(spec, memoryview(data), None if base_data is None else
                                               memoryview(base_data), threads=self.threads, cancel=self.cancel):

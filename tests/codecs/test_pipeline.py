@@ -204,3 +204,18 @@ def test_lossy_codec_path(tmp_path, half_codec):
     assert not torch.equal(a["score.weight"], b["score.weight"])
     report = modelcodecs.verify_artifact(tmp_path / "a.dvz")
     assert report.ok and "lossy" in report.message
+
+
+@pytest.mark.parametrize("codec", ["zstd", "fmdelta"])
+def test_progress_advances_chunk_by_chunk(tmp_path, codec):
+    from common import write_safetensors
+
+    options = {"chunk_bytes": 16384} if codec == "zstd" else {"chunk_elements": 4096}
+    big = torch.randn(128, 128)
+    write_safetensors(tmp_path / "base", {"big": big}, extras=False)
+    write_safetensors(tmp_path / "ft", {"big": big + 1e-3}, extras=False)  # 64 KiB: four chunks
+    events = []
+    modelcodecs.compress_model(tmp_path / "ft", tmp_path / "a.dvz", codec={"id": codec, **options},
+                               base_dir=tmp_path / "base", progress=lambda d, t, s: events.append((d, s)))
+    steps = [b[0] - a[0] for a, b in zip(events, events[1:]) if "big" in b[1]]
+    assert [x for x in steps if x] == [16384] * 4
