@@ -20,14 +20,13 @@ inconsistency into :class:`CorruptArtifactError`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import zstandard
 
 from . import _fmdelta
+from ._bytecoding import planes_decode, planes_encode
 from ._threads import iter_ordered, resolve_threads
 from .abc import DTYPE_SIZES, FLOAT_DTYPES, CancelCheck, Codec, EncodedChunk, Param, TensorSpec, check_cancel
 from .errors import CorruptArtifactError, ModelFormatError, UnsupportedDtypeError, WrongBaseError
@@ -36,23 +35,6 @@ CODERS = frozenset({"fmdelta", "exponent", "planes", "raw"})
 # float dtypes the native no-base (exponent) mode handles: an exponent field of at most 8 bits
 EXPONENT_DTYPES = frozenset({"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32"})
 ZSTD_LEVEL = 3
-
-_local = threading.local()
-
-
-def _zstd_compressor() -> zstandard.ZstdCompressor:
-    # zstandard contexts are not thread-safe: one per thread
-    comp = getattr(_local, "comp", None)
-    if comp is None:
-        comp = _local.comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return comp
-
-
-def _zstd_decompressor() -> zstandard.ZstdDecompressor:
-    dec = getattr(_local, "dec", None)
-    if dec is None:
-        dec = _local.dec = zstandard.ZstdDecompressor()
-    return dec
 
 
 def _as_bytes_view(buf: Any, what: str) -> memoryview:
@@ -63,44 +45,6 @@ def _as_bytes_view(buf: Any, what: str) -> memoryview:
     except TypeError as exc:
         raise ModelFormatError(f"{what} must be a C-contiguous bytes-like object: {exc}") from None
     return view
-
-
-# -- byte planes + zstd (integers, bools, floats without a base) ---------------------------------------------------
-
-def _planes_encode(data: memoryview, base: memoryview | None, item: int) -> bytes:
-    arr = np.frombuffer(data, dtype=np.uint8)
-    if base is not None:
-        arr = np.bitwise_xor(arr, np.frombuffer(base, dtype=np.uint8))
-    if item > 1:
-        arr = arr.reshape(-1, item).T
-    return _zstd_compressor().compress(np.ascontiguousarray(arr).tobytes())
-
-
-def _planes_decode(payload: bytes, base: memoryview | None, out: memoryview, item: int) -> None:
-    nbytes = out.nbytes
-    try:
-        params = zstandard.get_frame_parameters(payload)
-    except zstandard.ZstdError as exc:
-        raise CorruptArtifactError(f"fmdelta: planes chunk is not a zstd frame: {exc}") from None
-    if params.content_size != nbytes:
-        raise CorruptArtifactError(f"fmdelta: planes chunk holds {params.content_size} bytes, expected {nbytes}")
-    try:
-        raw = _zstd_decompressor().decompress(payload, max_output_size=nbytes)
-    except zstandard.ZstdError as exc:
-        raise CorruptArtifactError(f"fmdelta: planes chunk does not decompress: {exc}") from None
-    if len(raw) != nbytes:
-        raise CorruptArtifactError(f"fmdelta: planes chunk decompressed to {len(raw)} bytes, expected {nbytes}")
-    arr = np.frombuffer(raw, dtype=np.uint8)
-    if item > 1:
-        arr = arr.reshape(item, -1).T
-    dst = np.frombuffer(out, dtype=np.uint8)
-    if item > 1:
-        dst = dst.reshape(-1, item)
-    if base is not None:
-        src = np.frombuffer(base, dtype=np.uint8)
-        np.bitwise_xor(arr, src.reshape(dst.shape), out=dst)
-    else:
-        dst[...] = arr
 
 
 # -- the codec -----------------------------------------------------------------------------------------------------
@@ -158,7 +102,7 @@ class FMDeltaCodec(Codec):
                 payload = _fmdelta.encode(chunk, None, spec.dtype, context, shift)
                 coder, meta = "exponent", {"n": count}
             else:
-                payload = _planes_encode(chunk, base[a:b] if base is not None else None, item)
+                payload = planes_encode(chunk, base[a:b] if base is not None else None, item, ZSTD_LEVEL)
                 coder, meta = "planes", {"n": count, "xor": base is not None}
             if len(payload) >= b - a:  # coding did not pay: store the bytes
                 return EncodedChunk("raw", bytes(chunk), {"n": count})
@@ -195,7 +139,8 @@ class FMDeltaCodec(Codec):
             elif chunk.coder == "exponent":
                 _fmdelta.decode(chunk.payload, None, dst, spec.dtype)
             else:
-                _planes_decode(chunk.payload, base[a:b] if chunk.meta["xor"] else None, dst, item)
+                planes_decode(chunk.payload, base[a:b] if chunk.meta["xor"] else None, dst, item,
+                              f"{spec.name}: planes chunk")
 
         for _ in iter_ordered(job, jobs, nthreads, lambda: check_cancel(cancel)):
             pass
