@@ -19,6 +19,7 @@ def lossless_labels() -> set[str]:
     return labels
 
 
+@pytest.mark.slow  # about 50 short compress/decompress processes
 def test_quick_json_has_a_row_per_codec_and_fmdelta_compresses(tmp_path):
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--synthetic", "--cases", "fp32 ds=1e-5,bf16 ds=1e-4,bf16-as-fp32",
