@@ -485,7 +485,15 @@ def run(args: argparse.Namespace) -> dict:
                                                      stored_as=stored,
                                                      n_tensors=max(1, min(8, elements // (1 << 20))))
                 plans.append((name, pair.base, pair.finetuned, {"kind": "synthetic", **pair.info}))
-        if not args.pair and not args.synthetic:
+        tiny = not args.pair and not args.synthetic
+        if tiny and not args.tiny:
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+                log("skipping the tiny transformer: torch/transformers are not installed (pip install "
+                    "'deltavault[models]')")
+                tiny = False
+        if tiny:
             log("training the tiny transformer pair")
             kw = dict(steps=3, base_steps=3, d_model=32, n_layer=1) if args.quick else \
                 dict(steps=args.tiny_steps, d_model=128, n_layer=4)
