@@ -394,7 +394,11 @@ def make_tiny_transformer_pair(out_dir: str | os.PathLike, *, steps: int = 30, d
                          max_position_embeddings=max(128, seq_len), tie_word_embeddings=False,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, torch_dtype=torch_dtype)
+    from transformers.utils import logging as hf_logging
+
     rng_state, n_threads = torch.random.get_rng_state(), torch.get_num_threads()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars from save_pretrained
     try:
         torch.set_num_threads(1)  # tiny matrices: one thread is as fast, and deterministic across machines
         torch.manual_seed(seed)
@@ -413,6 +417,8 @@ def make_tiny_transformer_pair(out_dir: str | os.PathLike, *, steps: int = 30, d
     finally:
         torch.random.set_rng_state(rng_state)
         torch.set_num_threads(n_threads)
+        if bars:
+            hf_logging.enable_progress_bar()
     info = {"dtype": dtype, "steps": steps, "base_steps": base_steps, "n_layer": n_layer, "d_model": d_model,
             "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
             "base_train_loss": base_loss, "finetune_train_loss": ft_loss, "seed": seed}
