@@ -32,6 +32,15 @@ LIBRARY_VERSION = "0.1.0"
 
 
 def _peak_rss() -> int:
+    """This process's peak resident memory. VmHWM, unlike ru_maxrss, does not inherit the peak of the parent a
+    Celery pool process was forked from."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -146,6 +155,7 @@ def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_d
                         data = tuned.read_tensor(seg)
                         file_hash.update(data)
                         segments.append({"tensor": encoder.add(seg, data)})
+                        del data  # released before the next tensor is read
                     else:
                         data = tuned.read_range(plan.name, *seg)
                         file_hash.update(data)
@@ -308,6 +318,7 @@ class _ArtifactDecoder:
                     raise CorruptArtifactError(f"{entry['name']}: byte range restored to the wrong size")
             self.meter.advance(len(data), f"restoring {entry['name']}")
             yield data
+            del data  # a tensor is released before the next one is decoded: one tensor in memory at a time
 
     def checks_file(self, entry: dict) -> bool:
         """Lossless artifacts restore every file exactly; lossy ones only the files that hold no tensors."""
@@ -347,6 +358,7 @@ def decompress_model(artifact_path, out_dir, *, base_dir=None, threads: int | No
                         digest.update(piece)
                         handle.write(piece)
                         written += len(piece)
+                        del piece
                 if decoder.checks_file(entry) and digest.hexdigest() != entry["sha256"]:
                     raise VerificationError(f"{entry['name']}: restored file does not match its recorded sha256")
             if out_dir.exists():
@@ -374,6 +386,7 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads
             try:
                 for piece in decoder.file_pieces(entry):
                     digest.update(piece)
+                    del piece
                 ok = not decoder.checks_file(entry) or digest.hexdigest() == entry["sha256"]
             except VerificationError as exc:
                 ok = False
