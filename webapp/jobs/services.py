@@ -16,6 +16,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import modelcodecs
@@ -23,6 +25,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.files import File
 from django.core.files.storage import storages
 from django.db import transaction
 from django.utils import timezone
@@ -208,11 +211,8 @@ def job_fail(*, job: Job, error: str, log: str = "") -> Job:
 def _job_files_cleanup(*, job: Job) -> None:
     """Remove a dead run's temporaries: the hidden compress folder, a half-restored output, an eval copy."""
     leftovers = [Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk),
-                 Path(settings.DELTAVAULT_TMP_DIR) / f"eval-job-{job.pk}"]
-    try:
-        leftovers.append(Path(_artifact_storage().path(job.team.slug)) / f".tmp-job-{job.pk}")
-    except NotImplementedError:
-        pass
+                 Path(settings.DELTAVAULT_TMP_DIR) / f"eval-job-{job.pk}",
+                 _compress_work_dir(job)]
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -380,15 +380,47 @@ def _artifact_storage():
     return storages["artifacts"]
 
 
-def _artifact_local_path(artifact: Artifact) -> Path:
+@contextmanager
+def _artifact_local_file(artifact: Artifact) -> Iterator[Path]:
+    """A local path to the artifact: the file itself on a local storage, else a temporary download (S3 and other
+    remote storages are a settings change: the codecs need a seekable local file)."""
+    storage = _artifact_storage()
+    if not storage.exists(artifact.storage_name):
+        raise ApplicationError(f"The artifact file {artifact.storage_name!r} is missing from storage.")
+    try:
+        local_path = Path(storage.path(artifact.storage_name))
+    except NotImplementedError:
+        local_path = None
+    if local_path is not None:
+        yield local_path
+        return
+    tmp_dir = Path(settings.DELTAVAULT_TMP_DIR)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    local = tmp_dir / f"download-{uuid.uuid4().hex}.dvz"
+    try:
+        with storage.open(artifact.storage_name, "rb") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+        yield local
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def _artifact_store(*, local: Path, name: str) -> str:
+    """Move a finished artifact file into the artifacts storage; return its storage name. A local storage gets a
+    rename; any other storage an upload."""
     storage = _artifact_storage()
     try:
-        path = Path(storage.path(artifact.storage_name))
-    except NotImplementedError as exc:  # remote storage: not supported by the local codecs yet
-        raise ApplicationError("The artifact storage has no local paths; restoring needs one.") from exc
-    if not path.is_file():
-        raise ApplicationError(f"The artifact file {artifact.storage_name!r} is missing from storage.")
-    return path
+        final_path = Path(storage.path(name))
+    except NotImplementedError:
+        with open(local, "rb") as fh:
+            return storage.save(name, File(fh, name=os.path.basename(name)))
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(local, final_path)
+    return name
+
+
+def _compress_work_dir(job: Job) -> Path:
+    return Path(settings.DELTAVAULT_TMP_DIR) / f"compress-job-{job.pk}"
 
 
 def _codec_needs_base(codec_id: str) -> bool:
@@ -403,15 +435,10 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
     if pair is None:
         raise ApplicationError("The job's pair was deleted.")
     codec = modelcodecs.get_codec(job.codec_config)
-    storage = _artifact_storage()
     final_name = f"{job.team.slug}/job-{job.pk}-{codec.codec_id}.dvz"
-    try:
-        final_path = Path(storage.path(final_name))
-    except NotImplementedError as exc:
-        raise ApplicationError("The artifact storage has no local paths; compressing needs one.") from exc
-    # Everything in flight lives in a hidden per-job folder beside the final file; it is removed on any failure
-    # (and at the start of a re-run after a crash), so a killed worker leaves no visible file and no row.
-    work_dir = final_path.parent / f".tmp-job-{job.pk}"
+    # Everything in flight lives in a per-job folder outside the storage; it is removed on any failure (and at the
+    # start of a re-run after a crash), so a killed worker leaves no visible file and no row.
+    work_dir = _compress_work_dir(job)
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     tmp_path = work_dir / "artifact.dvz"
@@ -436,8 +463,8 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
                          if k in summary},
             )
             artifact.full_clean()
+            artifact.storage_name = _artifact_store(local=tmp_path, name=final_name)
             artifact.save()
-            os.replace(tmp_path, final_path)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
@@ -467,15 +494,15 @@ def _sha256(path: Path) -> str:
 
 def _restore(*, job: Job, artifact: Artifact, out_dir: Path, reporter: JobReporter) -> dict:
     """Decompress ``artifact`` into ``out_dir`` (which must not exist yet)."""
-    path = _artifact_local_path(artifact)
     base_dir = None
     if _codec_needs_base(artifact.codec_id):
         if artifact.pair is None:
             raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
         base_dir = artifact.pair.base.path
-    return modelcodecs.decompress_model(
-        path, out_dir, base_dir=base_dir, threads=_threads(job), progress=reporter, cancel=reporter.cancelled
-    ).as_dict()
+    with _artifact_local_file(artifact) as path:
+        return modelcodecs.decompress_model(
+            path, out_dir, base_dir=base_dir, threads=_threads(job), progress=reporter, cancel=reporter.cancelled
+        ).as_dict()
 
 
 def _run_decompress(*, job: Job, reporter: JobReporter) -> dict:

@@ -154,8 +154,9 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(DELTAVAULT_HOME / "media")},
     },
-    # Compressed artifacts. The jobs write here; an S3 backend would be a settings change (jobs then write to a
-    # local temporary file and upload it).
+    # Compressed artifacts. Jobs code into a local temporary file, then move it here (a local storage) or upload
+    # it through the storage API (S3 and the like: a settings change, e.g. django-storages' S3Storage); restores
+    # download a temporary local copy when the storage has no local paths.
     "artifacts": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(DELTAVAULT_ARTIFACTS_DIR)},

@@ -6,6 +6,7 @@ from unittest import mock
 
 import modelcodecs
 import pytest
+from django.core.files.storage import FileSystemStorage, Storage
 
 from tests.factories import dataset_create
 from webapp.jobs.models import Job
@@ -148,7 +149,7 @@ class JobRunCompressTests:
 
     def test_a_rerun_after_a_crash_cleans_the_leftovers(self, world, pair, dv_dirs):
         job = _compress_job(world, pair, status=Job.Status.RUNNING)  # its worker died
-        leftover = dv_dirs["artifacts"] / "acme" / f".tmp-job-{job.pk}"
+        leftover = dv_dirs["home"] / "tmp" / f"compress-job-{job.pk}"
         leftover.mkdir(parents=True)
         (leftover / "artifact.dvz").write_bytes(b"half-written")
         job = job_run(job=job)
@@ -158,7 +159,7 @@ class JobRunCompressTests:
 
     def test_job_fail_removes_what_a_killed_run_left(self, world, pair, dv_dirs, settings):
         job = _compress_job(world, pair, status=Job.Status.RUNNING)
-        leftovers = [dv_dirs["artifacts"] / "acme" / f".tmp-job-{job.pk}",
+        leftovers = [Path(settings.DELTAVAULT_TMP_DIR) / f"compress-job-{job.pk}",
                      Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk),
                      Path(settings.DELTAVAULT_TMP_DIR) / f"eval-job-{job.pk}"]
         for folder in leftovers:
@@ -223,6 +224,48 @@ class JobRunDecompressTests:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         job = job_run(job=Job.objects.create(team=world["acme"], kind="decompress", artifact=artifact))
         assert job.status == Job.Status.FAILED and job.error and "Traceback" not in job.error
+
+
+class RemoteStorage(Storage):
+    """A storage without local paths, as S3 is (Storage.path raises NotImplementedError): DeltaVault must upload
+    and download through the storage API. Bytes are kept in a folder behind that API."""
+
+    def __init__(self, location):
+        self._inner = FileSystemStorage(location=location)
+
+    def _open(self, name, mode="rb"):
+        return self._inner._open(name, mode)
+
+    def _save(self, name, content):
+        return self._inner._save(name, content)
+
+    def exists(self, name):
+        return self._inner.exists(name)
+
+    def delete(self, name):
+        self._inner.delete(name)
+
+    def size(self, name):
+        return self._inner.size(name)
+
+
+class JobRunRemoteStorageTests:
+    def test_compress_and_restore_through_a_storage_without_local_paths(self, world, pair, dv_dirs, settings):
+        storages = dict(settings.STORAGES)
+        storages["artifacts"] = {"BACKEND": f"{__name__}.RemoteStorage",
+                                 "OPTIONS": {"location": str(dv_dirs["artifacts"])}}
+        settings.STORAGES = storages
+        job = job_run(job=_compress_job(world, pair))
+        assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
+        artifact = Artifact.objects.get(job=job)
+        assert (dv_dirs["artifacts"] / artifact.storage_name).stat().st_size == artifact.compressed_bytes
+        assert not _all_files(Path(settings.DELTAVAULT_TMP_DIR))
+
+        restore = job_run(job=Job.objects.create(team=world["acme"], kind="decompress", artifact=artifact,
+                                                 pair=pair))
+        assert restore.status == Job.Status.SUCCEEDED, restore.error + restore.log_tail
+        assert restore.metrics["verification"]["status"] == "verified"
+        assert not _all_files(Path(settings.DELTAVAULT_TMP_DIR))  # the downloaded copy is gone
 
 
 class JobRunEvaluateTests:
