@@ -1,0 +1,128 @@
+"""Artifacts written by earlier versions must always decode.
+
+The first run writes fixtures under ``tests/codecs/fixture/`` (inputs, their encodings and a whole ``.dvz``
+artifact); they are committed and NEVER regenerated. Later runs decode the stored encodings and compare with the
+stored inputs byte for byte. If a wire format has to change, add a new codec id or container format version and
+keep decoding the old one; do not rewrite these files.
+"""
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelcodecs
+from modelcodecs.abc import TensorSpec
+from modelcodecs.container import pack_chunks, unpack_chunks
+
+FIXTURE = Path(__file__).parent / "fixture"
+CODECS = [{"id": "fmdelta"}, {"id": "zstd"}, {"id": "xor-zstd"}]
+BASE_CODECS = [{"id": "fmdelta", "chunk_elements": 4096}, {"id": "xor-zstd", "chunk_bytes": 4096}]
+
+
+def _bits(values: np.ndarray, dtype: str) -> bytes:
+    if dtype == "BF16":  # bf16 = the high half of fp32 (truncation keeps special values special)
+        return (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    numpy_dtype = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64,
+                   "BOOL": np.bool_, "U8": np.uint8}[dtype]
+    return values.astype(numpy_dtype).tobytes()
+
+
+def _inputs() -> list[tuple[TensorSpec, bytes, bytes]]:
+    """(spec, fine-tuned bytes, base bytes) for every fixture input; deterministic."""
+    rng = np.random.default_rng(20261123)
+    cases = []
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 5e-324, 65504.0, 1.0])
+    for dtype, shape in [("F16", (33, 17)), ("BF16", (64, 40)), ("F32", (3, 5, 7, 11)), ("F64", (500,)),
+                         ("I64", (300,)), ("I32", (4, 50)), ("BOOL", (257,)), ("U8", (1000,))]:
+        n = int(np.prod(shape))
+        if dtype in ("I64", "I32", "U8"):
+            base = rng.integers(0, 200, n)
+            tuned = base + (rng.random(n) < 0.1)
+        elif dtype == "BOOL":
+            base = rng.random(n) < 0.5
+            tuned = base ^ (rng.random(n) < 0.05)
+        else:
+            base = rng.standard_t(6, n) * 0.02
+            tuned = base + rng.normal(0, 1e-3, n)
+            tuned[:len(specials)] = specials
+            if dtype == "F64":  # a NaN with a payload of its own
+                tuned_bits = tuned.view(np.uint64)
+                tuned_bits[len(specials)] = np.uint64(0x7FF0000000000ABC)
+        cases.append((TensorSpec(f"t{len(cases)}", dtype, shape), _bits(tuned, dtype), _bits(base, dtype)))
+    return cases
+
+
+def _folder(config: dict) -> Path:
+    return FIXTURE / config["id"] / ("codec." + hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+                                     .hexdigest()[:8])
+
+
+def _write_once(path: Path, data: bytes) -> bytes:
+    """Write ``data`` if the fixture is missing; return what the fixture holds."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("config", CODECS, ids=lambda c: c["id"])
+def test_buffer_encodings_of_earlier_versions_decode(config):
+    codec = modelcodecs.get_codec(config)
+    folder = _folder(config)
+    _write_once(folder / "config.json", json.dumps(config, sort_keys=True).encode())
+    for i, (spec, tuned, _) in enumerate(_inputs()):
+        stored_input = _write_once(folder / f"array.{i:02d}.bin", tuned)
+        stored = _write_once(folder / f"encoded.{i:02d}.dat", codec.encode(tuned, dtype=spec.dtype))
+        assert codec.decode(stored) == stored_input
+        assert codec.decode(codec.encode(stored_input, dtype=spec.dtype)) == stored_input
+
+
+@pytest.mark.parametrize("config", BASE_CODECS, ids=lambda c: c["id"])
+def test_base_conditioned_encodings_of_earlier_versions_decode(config):
+    codec = modelcodecs.get_codec(config)
+    folder = _folder(config) / "with-base"
+    for i, (spec, tuned, base) in enumerate(_inputs()):
+        stored_base = _write_once(folder / f"base.{i:02d}.bin", base)
+        stored_input = _write_once(folder / f"array.{i:02d}.bin", tuned)
+        encoded = pack_chunks(spec, list(codec.encode_tensor(spec, memoryview(tuned), memoryview(base))))
+        stored_spec, chunks = unpack_chunks(_write_once(folder / f"encoded.{i:02d}.dat", encoded))
+        spec = TensorSpec(spec.name, stored_spec.dtype, stored_spec.shape)
+        out = bytearray(spec.nbytes)
+        codec.decode_tensor(spec, chunks, memoryview(stored_base), memoryview(out))
+        assert bytes(out) == stored_input
+
+
+def _write_pair(root: Path) -> None:
+    """A tiny base/fine-tuned pair of safetensors folders, written with the format spelled out by hand."""
+    for side in ("base", "finetuned"):
+        tensors = {spec.name: (spec, tuned if side == "finetuned" else base) for spec, tuned, base in _inputs()}
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name, (spec, data) in tensors.items():
+            header[name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset,
+                                                                                            offset + len(data)]}
+            offset += len(data)
+        blob = json.dumps(header).encode()
+        blob += b" " * (-len(blob) % 8)
+        folder = root / side
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob
+                                                   + b"".join(data for _, data in tensors.values()))
+        (folder / "config.json").write_text(json.dumps({"model_type": "fixture", "architectures": ["Fixture"]}))
+
+
+@pytest.mark.parametrize("codec_id", ["fmdelta", "zstd", "xor-zstd"])
+def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, tmp_path):
+    root = FIXTURE / "dvz" / "format.01"
+    if not (root / "finetuned").exists():
+        _write_pair(root)
+    artifact = root / f"{codec_id}.dvz"
+    if not artifact.exists():
+        modelcodecs.compress_model(root / "finetuned", artifact, codec=codec_id, base_dir=root / "base", threads=1)
+    out = tmp_path / "restored"
+    modelcodecs.decompress_model(artifact, out, base_dir=root / "base", threads=1)
+    for name in ("model.safetensors", "config.json"):
+        assert (out / name).read_bytes() == (root / "finetuned" / name).read_bytes()
