@@ -289,7 +289,11 @@ class _ArtifactDecoder:
         base_data = None
         if source.get("base"):
             base_data = memoryview(self.base.read_tensor(self.base.tensors[source["base"]]))
-        out = bytearray(spec.nbytes)
+        try:
+            out = bytearray(spec.nbytes)
+        except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely
+            raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes, more memory than this "
+                                       f"machine can give: corrupted artifact or too little memory") from None
         self.codec.decode_tensor(spec, chunks, base_data, memoryview(out), threads=self.threads, cancel=self.cancel)
         if self.lossless and _sha256(out) != t["sha256"]:
             raise VerificationError(f"tensor {t['name']!r} does not match its recorded sha256: the artifact is "
