@@ -18,6 +18,9 @@
 #include <cstring>
 #include <new>
 
+// Tensors, words and raw bits are little-endian and are read and written with plain loads and stores.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the FM-Delta coder needs a little-endian host");
+
 namespace fmd {
 namespace {
 
@@ -142,29 +145,44 @@ void normalise(const uint32_t* c, int alpha, uint32_t* f) {
     }
 }
 
+// One symbol of the encoder's model. x / freq == high 64 bits of x * rcp for x < 2^32 (rcp = ceil(2^64 / freq));
+// freq 1 has no such rcp, so it uses 2^64 - 1 (quotient x - 1) and a bias raised by (1 << scale) - 1 to make up.
 struct EncSym {       // 16 bytes
-    uint64_t rcp;     // ceil(2^44 / freq): x / freq == (x * rcp) >> 44 for x < 2^32
-    uint32_t freq;    // renormalise when x >= freq << 20
-    uint16_t cum;     // start of the symbol's slot range
+    uint64_t rcp;
+    uint32_t xmax;    // (freq << 20) - 1: renormalise when x > xmax
+    uint16_t bias;    // start of the symbol's slot range (+ (1 << scale) - 1 when freq is 1)
     uint16_t cmpl;    // (1 << scale) - freq
 };
+inline EncSym enc_sym(uint32_t freq, uint32_t cum, uint32_t total) {
+    if (freq == 1) return {~0ull, (1u << 20) - 1, static_cast<uint16_t>(cum + total - 1), static_cast<uint16_t>(total - 1)};
+    return {(~0ull / freq) + 1, (freq << 20) - 1, static_cast<uint16_t>(cum), static_cast<uint16_t>(total - freq)};
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // decoding
 
-struct SymInfo {
-    uint8_t nraw, neg;
-    uint8_t lead;
+// What a decoded symbol means: `nraw` raw bits follow, and the signed difference is add + (bits ^ flip) (flip = ~0
+// below the centre: that is -((lead << nraw) | bits) in two's complement, with add = 1 - lead << nraw).
+struct DecSym {  // 16 bytes
+    uint64_t add;
+    uint32_t nraw;
+    uint32_t flip;  // 0 or ~0, sign-extended for 64-bit values
+    inline uint64_t diff(uint64_t bits) const {
+        return add + (bits ^ static_cast<uint64_t>(static_cast<int64_t>(static_cast<int32_t>(flip))));
+    }
 };
 
 // Per-thread scratch buffers reused across chunks (no zero fill, no page faults per chunk); trimmed when large.
 struct Scratch {
-    std::vector<uint8_t> sym, ctx, raw;
+    std::vector<uint16_t> keys;  // per element: model row (base exponent) << 8 | symbol
+    std::vector<uint8_t> raw;
     std::vector<uint16_t> words;
-    std::vector<uint32_t> dtab, hist;
+    std::vector<uint32_t> hist, slot;
+    std::vector<uint8_t> symbol;
+    std::vector<EncSym> etab;    // by key, filled for the rows in use
     void trim() {
         constexpr size_t kKeep = static_cast<size_t>(96) << 20;
-        size_t held = sym.capacity() + ctx.capacity() + raw.capacity() + 2 * words.capacity() + 4 * dtab.capacity();
+        size_t held = 2 * keys.capacity() + raw.capacity() + 2 * words.capacity() + 5 * slot.capacity();
         if (held > kKeep) *this = Scratch();
     }
 };
