@@ -59,8 +59,23 @@ class FilePlan:
     segments: list[tuple[int, int] | TensorRef] = field(default_factory=list)
 
 
-def _read_exact(handle, offset: int, size: int) -> bytearray:
-    buf = bytearray(size)
+class ReadBuffer:
+    """A reusable destination for reads. Fresh memory costs a page fault per 4 KB (as much as the read itself), so
+    a pipeline that handles one tensor at a time reads each into the same block; a view it returns is valid until
+    the next read into it."""
+
+    def __init__(self) -> None:
+        self._block = bytearray()
+
+    def view(self, size: int) -> memoryview:
+        if len(self._block) < size:
+            self._block = bytearray()  # let the old block go before the larger one is allocated
+            self._block = bytearray(size)
+        return memoryview(self._block)[:size]
+
+
+def _read_exact(handle, offset: int, size: int, into: ReadBuffer | None = None) -> bytearray | memoryview:
+    buf = bytearray(size) if into is None else into.view(size)
     view = memoryview(buf)
     got = 0
     while got < size:
@@ -69,6 +84,15 @@ def _read_exact(handle, offset: int, size: int) -> bytearray:
             raise ModelFormatError(f"{handle.name}: file ended early (truncated?)")
         got += n
     return buf
+
+
+def _sha256_range(handle, start: int, end: int) -> str:
+    """sha256 of a byte range of a file, read in HASH_BLOCK pieces into one buffer."""
+    digest = hashlib.sha256()
+    block = ReadBuffer()
+    for offset in range(start, end, HASH_BLOCK):
+        digest.update(_read_exact(handle, offset, min(HASH_BLOCK, end - offset), block))
+    return digest.hexdigest()
 
 
 def _safe_files(root: Path) -> list[str]:
@@ -240,8 +264,13 @@ class ModelFolder:
     def read_range(self, file: str, start: int, end: int) -> bytearray:
         return _read_exact(self._handle(file), start, end - start)
 
-    def read_tensor(self, ref: TensorRef) -> bytearray:
-        return _read_exact(self._handle(ref.file), ref.offset, ref.spec.nbytes)
+    def read_tensor(self, ref: TensorRef, into: ReadBuffer | None = None) -> bytearray | memoryview:
+        """The tensor's bytes: a new bytearray, or a view of ``into`` (valid until its next read)."""
+        return _read_exact(self._handle(ref.file), ref.offset, ref.spec.nbytes, into)
+
+    def tensor_sha256(self, ref: TensorRef) -> str:
+        """sha256 of a tensor's bytes, read piece by piece (memory stays at one piece)."""
+        return _sha256_range(self._handle(ref.file), ref.offset, ref.offset + ref.spec.nbytes)
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -273,11 +302,8 @@ class ModelFolder:
         return "sharded-safetensors" if len(shards) > 1 else "safetensors"
 
     def file_sha256(self, name: str) -> str:
-        digest = hashlib.sha256()
         plan = next(p for p in self.files if p.name == name)
-        for start in range(0, plan.size, HASH_BLOCK):
-            digest.update(self.read_range(name, start, min(plan.size, start + HASH_BLOCK)))
-        return digest.hexdigest()
+        return _sha256_range(self._handle(name), 0, plan.size)
 
 
 _SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -13,7 +13,7 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +24,7 @@ from ._threads import resolve_threads
 from .abc import DTYPE_SIZES, CancelCheck, Codec, EncodedChunk, ProgressCallback, TensorSpec, check_cancel
 from .container import FORMAT_VERSION, ContainerReader, ContainerWriter
 from .errors import ConfigError, CorruptArtifactError, VerificationError, WrongBaseError
-from .hfio import ModelFolder, TensorRef
+from .hfio import ModelFolder, ReadBuffer, TensorRef
 from .registry import get_codec
 
 BLOB_CHUNK = 4 << 20
@@ -138,13 +138,15 @@ def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_d
         tuned = stack.enter_context(ModelFolder(finetuned_dir))
         # a codec that does not use the base never gets it, so its artifacts decode without one
         base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None and codec.needs_base else None
-        hasher = stack.enter_context(ThreadPoolExecutor(2, thread_name_prefix="modelcodecs-hash"))
+        # the fine-tuned tensor, its base and the file each have a sha256 running beside the coding
+        hasher = stack.enter_context(ThreadPoolExecutor(3, thread_name_prefix="modelcodecs-hash"))
         meter = _Progress(progress, tuned.total_bytes)
         writer = ContainerWriter(out_path)  # before prepare(), which may be long: a bad output path fails at once
         try:
             codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base_dir),
                           progress=progress, cancel=cancel)
             encoder = _TensorEncoder(codec, base, writer, hasher, threads, cancel, meter)
+            tensor_buffer = ReadBuffer()  # one tensor at a time: each is read into the same memory
             files = []
             for plan in tuned.files:
                 file_hash = hashlib.sha256()
@@ -152,10 +154,11 @@ def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_d
                 for seg in plan.segments:
                     check_cancel(cancel)
                     if isinstance(seg, TensorRef):
-                        data = tuned.read_tensor(seg)
-                        file_hash.update(data)
+                        data = tuned.read_tensor(seg, tensor_buffer)
+                        file_update = hasher.submit(file_hash.update, data)
                         segments.append({"tensor": encoder.add(seg, data)})
-                        del data  # released before the next tensor is read
+                        file_update.result()
+                        del data  # add() and the file hash are done with it: the buffer is free again
                     else:
                         data = tuned.read_range(plan.name, *seg)
                         file_hash.update(data)
@@ -196,16 +199,18 @@ class _TensorEncoder:
         self.seen_specs: set[tuple] = set()
         self.duplicates = 0
         self.bytes_by_coder: dict[str, int] = {}
+        self.base_buffer = ReadBuffer()
 
-    def _base_for(self, ref: TensorRef) -> tuple[TensorRef | None, bytearray | None]:
+    def _base_for(self, ref: TensorRef) -> tuple[TensorRef | None, memoryview | None]:
         if self.base is None or not ref.named:
             return None, None
         base_ref = self.base.tensors.get(ref.name)
         if base_ref is None or base_ref.spec != ref.spec:
             return None, None
-        return base_ref, self.base.read_tensor(base_ref)
+        return base_ref, self.base.read_tensor(base_ref, self.base_buffer)
 
-    def add(self, ref: TensorRef, data: bytearray) -> int:
+    def add(self, ref: TensorRef, data: memoryview) -> int:
+        """Code one tensor; every use of ``data`` and of the base tensor is over when this returns."""
         spec = ref.spec
         key = (spec.dtype, spec.shape)
         # Hash before coding only when an identical tensor is possible; otherwise hash while coding.
@@ -221,8 +226,8 @@ class _TensorEncoder:
         base_digest = self.hasher.submit(_sha256, base_data) if base_data is not None else None
         item = 1 if getattr(self.codec, "meta_n_unit", "elements") == "bytes" else DTYPE_SIZES[spec.dtype]
         chunks, reported = [], 0
-        for chunk in self.codec.encode_tensor(spec, memoryview(data), None if base_data is None else
-                                              memoryview(base_data), threads=self.threads, cancel=self.cancel):
+        for chunk in self.codec.encode_tensor(spec, memoryview(data), base_data, threads=self.threads,
+                                              cancel=self.cancel):
             chunks.append(self.writer.write_chunk(chunk))
             self.bytes_by_coder[chunk.coder] = self.bytes_by_coder.get(chunk.coder, 0) + len(chunk.payload)
             # codecs count ``meta["n"]`` in elements or in bytes: report at most the tensor's size, top up after
@@ -247,10 +252,13 @@ class _ArtifactDecoder:
     """Decodes tensors and files of an open artifact, checking the base first and every hash on the way."""
 
     def __init__(self, reader: ContainerReader, base: ModelFolder | None, threads: int,
-                 cancel: CancelCheck | None, meter: _Progress):
+                 cancel: CancelCheck | None, meter: _Progress, hasher: ThreadPoolExecutor | None = None):
         self.reader, self.base, self.threads, self.cancel, self.meter = reader, base, threads, cancel, meter
+        self.hasher = hasher  # file_pieces() checks each tensor's hash here while the caller uses the tensor
         self.index = reader.index
         self.codec = get_codec(self.index["codec"])
+        # file_pieces() hands out one tensor at a time, so base and output tensors reuse the same memory
+        self.base_buffer, self.out_buffer = ReadBuffer(), ReadBuffer()
         # a codec registered as lossless is always checked, whatever the index claims
         self.lossless = self.index["lossless"] or self.codec.lossless
 
@@ -273,7 +281,7 @@ class _ArtifactDecoder:
         def fingerprint(item: tuple[TensorRef, str]) -> tuple[TensorRef, bool]:
             check_cancel(self.cancel)
             ref, expected = item
-            return ref, _sha256(self.base.read_tensor(ref)) == expected
+            return ref, self.base.tensor_sha256(ref) == expected
 
         with ThreadPoolExecutor(max(1, self.threads), thread_name_prefix="modelcodecs-base") as pool:
             for ref, ok in pool.map(fingerprint, refs):
@@ -282,47 +290,70 @@ class _ArtifactDecoder:
                                          f"against: wrong base model")
 
     def tensor_bytes(self, position: int) -> bytearray:
+        """One decoded tensor, checked against its recorded hash."""
+        out = self._decoded(position, bytearray)
+        self._check(position, out)
+        return out
+
+    def _check(self, position: int, data) -> None:
+        t = self.index["tensors"][position]
+        if self.lossless and _sha256(data) != t["sha256"]:
+            raise VerificationError(f"tensor {t['name']!r} does not match its recorded sha256: the artifact is "
+                                    f"corrupted")
+
+    def _decoded(self, position: int, allocate) -> bytearray | memoryview:
+        """One decoded tensor, not yet checked, in memory from ``allocate(nbytes)``."""
         t = self.index["tensors"][position]
         source = self.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
         spec = TensorSpec(t["name"], t["dtype"], tuple(t["shape"]))
         chunks = [self.reader.read_chunk(rec) for rec in source["chunks"]]
         base_data = None
         if source.get("base"):
-            base_data = memoryview(self.base.read_tensor(self.base.tensors[source["base"]]))
+            base_data = self.base.read_tensor(self.base.tensors[source["base"]], self.base_buffer)
         try:
-            out = bytearray(spec.nbytes)
+            out = allocate(spec.nbytes)
         except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely
             raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes, more memory than this "
                                        f"machine can give: corrupted artifact or too little memory") from None
         self.codec.decode_tensor(spec, chunks, base_data, memoryview(out), threads=self.threads, cancel=self.cancel)
-        if self.lossless and _sha256(out) != t["sha256"]:
-            raise VerificationError(f"tensor {t['name']!r} does not match its recorded sha256: the artifact is "
-                                    f"corrupted")
         return out
 
-    def file_pieces(self, entry: dict) -> Iterator[bytes | bytearray]:
+    def file_pieces(self, entry: dict) -> Iterator[bytes | bytearray | memoryview]:
+        """The file's bytes piece by piece; a piece is valid until the next one is asked for. A tensor's hash is
+        checked while the caller uses it, and a mismatch raises before the next piece (or the end) is reached."""
         for seg in entry["segments"]:
             check_cancel(self.cancel)
-            if "tensor" in seg:
-                data = self.tensor_bytes(seg["tensor"])
-            else:
-                data = bytearray()
-                for rec in seg["chunks"]:
-                    chunk = self.reader.read_chunk(rec)
-                    size = chunk.meta.get("n")
-                    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= seg["size"]:
-                        raise CorruptArtifactError(f"{entry['name']}: bad byte-range chunk")
-                    if chunk.coder == "zstd":
-                        data += zstd_decompress(chunk.payload, size, entry["name"])
-                    elif chunk.coder == "raw" and len(chunk.payload) == size:
-                        data += chunk.payload
-                    else:
-                        raise CorruptArtifactError(f"{entry['name']}: bad byte-range chunk")
-                if len(data) != seg["size"]:
-                    raise CorruptArtifactError(f"{entry['name']}: byte range restored to the wrong size")
+            if "tensor" not in seg:
+                data = self._byte_range(entry["name"], seg)
+                self.meter.advance(len(data), f"restoring {entry['name']}")
+                yield data
+                continue
+            data = self._decoded(seg["tensor"], self.out_buffer.view)
             self.meter.advance(len(data), f"restoring {entry['name']}")
-            yield data
-            del data  # a tensor is released before the next one is decoded: one tensor in memory at a time
+            check = self.hasher.submit(self._check, seg["tensor"], data)
+            try:
+                yield data
+            finally:
+                wait([check])  # the buffer is not reused before its check is done
+            check.result()
+            del data  # drop the view: the buffer may need to be replaced by a larger one
+
+    def _byte_range(self, name: str, seg: dict) -> bytearray:
+        data = bytearray()
+        for rec in seg["chunks"]:
+            chunk = self.reader.read_chunk(rec)
+            size = chunk.meta.get("n")
+            if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= seg["size"]:
+                raise CorruptArtifactError(f"{name}: bad byte-range chunk")
+            if chunk.coder == "zstd":
+                data += zstd_decompress(chunk.payload, size, name)
+            elif chunk.coder == "raw" and len(chunk.payload) == size:
+                data += chunk.payload
+            else:
+                raise CorruptArtifactError(f"{name}: bad byte-range chunk")
+        if len(data) != seg["size"]:
+            raise CorruptArtifactError(f"{name}: byte range restored to the wrong size")
+        return data
 
     def checks_file(self, entry: dict) -> bool:
         """Lossless artifacts restore every file exactly; lossy ones only the files that hold no tensors."""
@@ -333,7 +364,8 @@ def _open_decoder(stack: ExitStack, artifact_path, base_dir, threads, cancel, pr
     reader = stack.enter_context(ContainerReader(artifact_path))
     base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None else None
     meter = _Progress(progress, reader.index["original_bytes"])
-    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter)
+    hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-check"))
+    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter, hasher)
     decoder.check_base()
     return decoder
 
@@ -433,7 +465,7 @@ def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | Non
             if base is None or source["base"] not in base.tensors:
                 raise WrongBaseError(f"tensor {name!r} was coded against base tensor {source['base']!r}: give the "
                                      f"base folder that has it")
-            if _sha256(base.read_tensor(base.tensors[source["base"]])) != source["base_sha256"]:
+            if base.tensor_sha256(base.tensors[source["base"]]) != source["base_sha256"]:
                 raise WrongBaseError(f"base tensor {source['base']!r} differs from the one used: wrong base model")
         return TensorSpec(t["name"], t["dtype"], tuple(t["shape"])), decoder.tensor_bytes(positions[0])
 
