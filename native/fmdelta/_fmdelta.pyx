@@ -7,7 +7,6 @@ is turned into :class:`modelcodecs.errors.CorruptArtifactError` (decoding) or ``
 
 from libc.stdint cimport uint8_t, uint64_t
 from libcpp cimport bool as cbool
-from libcpp.vector cimport vector
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 from .errors import CorruptArtifactError
@@ -15,7 +14,7 @@ from .errors import CorruptArtifactError
 cdef extern from "fmdelta.h" namespace "fmd":
     int dtype_size(int dtype) nogil
     int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, cbool use_context,
-                     cbool allow_shift, vector[uint8_t]& out) nogil
+                     cbool allow_shift, const uint8_t** payload, size_t* length) nogil
     int decode_chunk(const uint8_t* payload, size_t length, const uint8_t* base, size_t n, int dtype,
                      uint8_t* out) nogil
     int payload_shift(const uint8_t* payload, size_t length) nogil
@@ -56,15 +55,17 @@ def encode(const uint8_t[::1] ft, const uint8_t[::1] base, str dtype, bint conte
     cdef const uint8_t* pb = NULL
     if base is not None:
         pb = _ptr(base)
-    cdef vector[uint8_t] out
+    cdef const uint8_t* payload = NULL
+    cdef size_t length = 0
     cdef int rc
     with nogil:
-        rc = encode_chunk(pf, pb, n, code, context, shift, out)
+        rc = encode_chunk(pf, pb, n, code, context, shift, &payload, &length)
     if rc == 3:
         raise MemoryError("fmdelta: out of memory while encoding")
     if rc != 0:
         raise ValueError(f"fmdelta: encoder failed with status {rc}")
-    return PyBytes_FromStringAndSize(<const char*>out.data(), out.size())
+    # the payload is this thread's buffer until its next encode or decode call: copy it now
+    return PyBytes_FromStringAndSize(<const char*>payload, length)
 
 
 def decode(const uint8_t[::1] payload, const uint8_t[::1] base, uint8_t[::1] out, str dtype):

@@ -172,9 +172,11 @@ struct DecSym {  // 16 bytes
     }
 };
 
-// Per-thread scratch buffers reused across chunks (no zero fill, no page faults per chunk); trimmed when large.
+// Per-thread scratch buffers reused across chunks (no zero fill, no page faults per chunk); released at the start
+// of a call when the last one left them large.
 struct Scratch {
-    std::vector<uint16_t> keys;  // per element: model row (base exponent) << 8 | symbol
+    std::vector<uint8_t> payload;  // the last encoded payload (encode_chunk hands it out)
+    std::vector<uint16_t> keys;    // per element: model row (base exponent) << 8 | symbol
     std::vector<uint8_t> raw;
     std::vector<uint16_t> words;
     std::vector<uint32_t> hist, slot;
@@ -182,7 +184,8 @@ struct Scratch {
     std::vector<EncSym> etab;    // by key, filled for the rows in use
     void trim() {
         constexpr size_t kKeep = static_cast<size_t>(96) << 20;
-        size_t held = 2 * keys.capacity() + raw.capacity() + 2 * words.capacity() + 5 * slot.capacity();
+        size_t held = payload.capacity() + 2 * keys.capacity() + raw.capacity() + 2 * words.capacity() +
+                      5 * slot.capacity();
         if (held > kKeep) *this = Scratch();
     }
 };
@@ -244,9 +247,11 @@ const char* isa_name() noexcept { return use_v3() ? "x86-64-v3" : "baseline"; }
 int dtype_size(int dtype) { return dtype >= 0 && dtype < N_DTYPES ? kInfo[dtype].bytes : 0; }
 
 int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bool use_context, bool allow_shift,
-                 std::vector<uint8_t>& out) noexcept {
+                 const uint8_t** payload, size_t* length) noexcept {
     if (dtype < 0 || dtype >= N_DTYPES) return FMD_ERR_ARG;
     try {
+        scratch().trim();
+        std::vector<uint8_t>& out = scratch().payload;
         int rc;
 #ifdef FMD_HAVE_V3
         if (use_v3())
@@ -254,7 +259,8 @@ int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bo
         else
 #endif
             rc = generic::encode_any(ft, base, n, dtype, use_context, allow_shift, out);
-        scratch().trim();
+        *payload = out.data();
+        *length = out.size();
         return rc;
     } catch (const std::bad_alloc&) {
         return FMD_ERR_NOMEM;
@@ -270,15 +276,11 @@ int decode_chunk(const uint8_t* payload, size_t len, const uint8_t* base, size_t
         Reader rd{payload, payload + len};
         Header h;
         if (!read_header(rd, h) || h.dtype != dtype || h.n != n) return FMD_ERR_CORRUPT;
-        int rc;
-#ifdef FMD_HAVE_V3
-        if (use_v3())
-            rc = v3::decode_any(rd, h, base, out);
-        else
-#endif
-            rc = generic::decode_any(rd, h, base, out);
         scratch().trim();
-        return rc;
+#ifdef FMD_HAVE_V3
+        if (use_v3()) return v3::decode_any(rd, h, base, out);
+#endif
+        return generic::decode_any(rd, h, base, out);
     } catch (const std::bad_alloc&) {
         return FMD_ERR_NOMEM;
     } catch (...) {

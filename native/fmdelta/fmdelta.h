@@ -29,11 +29,13 @@ enum Dtype : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3, F8_E4M3 = 4, F8_E5M2 = 5
 // Returns the element size in bytes of a dtype code, or 0 if unknown.
 int dtype_size(int dtype);
 
-// Encodes n elements of `ft` against `base` (both little-endian, n * dtype_size(dtype) bytes) into `out`
-// (replaced). use_context: condition on the base exponent; allow_shift: shift out common zero mantissa bits.
-// base == nullptr selects the no-base exponent mode (exponent field coded, sign and mantissa raw; not for F64).
+// Encodes n elements of `ft` against `base` (both little-endian, n * dtype_size(dtype) bytes) into a payload.
+// use_context: condition on the base exponent; allow_shift: shift out common zero mantissa bits. base == nullptr
+// selects the no-base exponent mode (exponent field coded, sign and mantissa raw; not for F64). The payload lives in
+// a buffer of the calling thread: *payload and *length stay valid until that thread calls encode_chunk or
+// decode_chunk again (a fresh buffer per chunk would cost a page fault per 4 KB).
 int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bool use_context,
-                 bool allow_shift, std::vector<uint8_t>& out) noexcept;
+                 bool allow_shift, const uint8_t** payload, size_t* length) noexcept;
 
 // Decodes `payload` (len bytes) into `out` (n elements) using `base` (n elements; nullptr for exponent-mode
 // payloads, which are rejected when a base is given and vice versa).
