@@ -31,8 +31,15 @@ def zstd_compress(data, level: int) -> bytes:
     return _compressor(level).compress(data)
 
 
+# A zstd block holds at most 128 KB and costs at least 4 bytes, so no frame expands by 2^15 or more; a frame that
+# claims twice that is crafted, and is refused before its claimed size is allocated.
+ZSTD_MAX_EXPANSION = 1 << 16
+
+
 def zstd_decompress(payload: bytes, nbytes: int, what: str) -> bytes:
     """Decompress a zstd frame that must hold exactly ``nbytes`` bytes."""
+    if nbytes > ZSTD_MAX_EXPANSION * len(payload):
+        raise CorruptArtifactError(f"{what}: a zstd frame of {len(payload):,} bytes cannot hold {nbytes:,} bytes")
     try:
         declared = zstandard.get_frame_parameters(payload).content_size
         if declared != nbytes:

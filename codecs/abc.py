@@ -129,6 +129,9 @@ class Codec(ABC):
     input_kind: ClassVar[str] = "weights"
     params: ClassVar[tuple[Param, ...]] = ()
     description: ClassVar[str] = ""
+    # At most how many bytes one payload byte decodes to when no base is used. Decoders refuse a tensor that claims
+    # more before memory is allocated for it (a crafted index can claim any size). zstd stays below 2^15.
+    max_expansion: ClassVar[int] = 1 << 16
 
     def __init__(self, **config: Any):
         known = {p.name: p for p in self.params}

@@ -308,8 +308,14 @@ class _ArtifactDecoder:
         spec = TensorSpec(t["name"], t["dtype"], tuple(t["shape"]))
         chunks = [self.reader.read_chunk(rec) for rec in source["chunks"]]
         base_data = None
-        if source.get("base"):
+        if source.get("base"):  # the size is that of a real base tensor (check_base compared them)
             base_data = self.base.read_tensor(self.base.tensors[source["base"]], self.base_buffer)
+        else:
+            payload = sum(len(chunk.payload) for chunk in chunks)
+            if spec.nbytes > self.codec.max_expansion * payload + 4096:
+                raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes from {payload:,} bytes "
+                                           f"of payload, more than {self.codec.codec_id} can decode: corrupted "
+                                           f"artifact")
         try:
             out = allocate(spec.nbytes)
         except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import struct
 
 import pytest
+import zstandard
 from common import base_tensors, write_safetensors
 
 import modelcodecs
@@ -153,10 +155,6 @@ def test_verify_against_another_reference(tmp_path, artifact):
 
 def _rewrite_index(path, edit) -> None:
     """Re-seal an artifact with an edited index (a crafted, internally consistent file)."""
-    import hashlib
-
-    import zstandard
-
     data = path.read_bytes()
     offset, length, _, end = FOOTER.unpack(data[-FOOTER.size:])
     index = json.loads(zstandard.ZstdDecompressor().decompress(data[offset:offset + length]))
@@ -190,3 +188,38 @@ def test_crafted_index_sharing_chunks_is_refused(tmp_path, artifact):
     _rewrite_index(path, edit)
     with pytest.raises(CorruptArtifactError, match="overlap"):
         modelcodecs.inspect_artifact(path)
+
+
+def test_crafted_index_claiming_a_huge_tensor_is_refused_before_allocating(tmp_path, artifact):
+    """A re-sealed index may give a tensor coded without a base any shape; a size its payload cannot decode to is
+    refused before memory is allocated for it (here 256 MB, which the machine could allocate)."""
+    path, base_dir, _ = artifact
+
+    def edit(index):
+        t = next(t for t in index["tensors"] if t["name"] == "score.weight")
+        assert t["base"] is None and t["dtype"] == "F32"
+        grown = (1 << 22) * 16 * 4 - 3 * 16 * 4
+        t["shape"] = [1 << 22, 16]
+        position = index["tensors"].index(t)
+        entry = next(f for f in index["files"] if {"tensor": position} in f["segments"])
+        entry["size"] += grown
+        index["original_bytes"] += grown
+
+    _rewrite_index(path, edit)
+    with pytest.raises(CorruptArtifactError, match="claims 268,435,456 bytes from"):
+        modelcodecs.decompress_model(path, tmp_path / "out", base_dir=base_dir)
+    with pytest.raises(CorruptArtifactError, match="claims"):
+        modelcodecs.decode_tensor(path, "score.weight", base_dir=base_dir)
+    _no_output(tmp_path)
+
+
+def test_zstd_frame_claiming_more_than_it_can_hold_is_refused():
+    from modelcodecs._bytecoding import zstd_decompress
+
+    frame = bytearray(zstandard.ZstdCompressor(write_content_size=True).compress(bytes(4 << 20)))
+    descriptor = frame[4]
+    assert descriptor >> 6 == 2  # a 4-byte content size field, after the window and dictionary fields
+    at = 5 + (0 if descriptor & 0x20 else 1) + (0, 1, 2, 4)[descriptor & 3]
+    frame[at:at + 4] = struct.pack("<I", 0xFFFFFFFF)
+    with pytest.raises(CorruptArtifactError, match="cannot hold 4,294,967,295 bytes"):
+        zstd_decompress(bytes(frame), 0xFFFFFFFF, "blob")
