@@ -11,7 +11,8 @@ Per chunk, ``EncodedChunk.coder`` is one of
 * ``"exponent"`` -- native payload without a base: exponent field rANS-coded, sign and mantissa raw (floats up to
   32 bits without a base, e.g. resized embeddings);
 * ``"planes"``   -- the chunk's bytes (XORed with the base when ``meta["xor"]``) split into byte planes and
-  compressed with zstd (integers, bools, and F64 without a base);
+  compressed with zstd (integers, bools, F64 without a base, and floats without a base whose exponent coding
+  already shrank them more than 8x, such as zeros, when planes do better still);
 * ``"raw"``     -- the bytes as they are, when neither pays.
 
 ``meta["n"]`` is the chunk's element count. Decoding validates every chunk against the tensor spec and turns any
@@ -101,6 +102,10 @@ class FMDeltaCodec(Codec):
             elif use_exponent:
                 payload = _fmdelta.encode(chunk, None, spec.dtype, context, shift)
                 coder, meta = "exponent", {"n": count}
+                if len(payload) * 8 < b - a:  # degenerate floats (zeros, constants): byte planes may do far better
+                    planes = planes_encode(chunk, None, item, ZSTD_LEVEL)
+                    if len(planes) < len(payload):
+                        payload, coder, meta = planes, "planes", {"n": count, "xor": False}
             else:
                 payload = planes_encode(chunk, base[a:b] if base is not None else None, item, ZSTD_LEVEL)
                 coder, meta = "planes", {"n": count, "xor": base is not None}

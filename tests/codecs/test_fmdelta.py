@@ -342,6 +342,17 @@ def test_floats_without_base_code_their_exponents(dtype, limit):
         assert len(wide_chunk.payload) <= 1.01 * len(chunks[0].payload)
 
 
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16"])
+def test_degenerate_floats_without_base_use_planes(dtype):
+    """A zero-initialised tensor the base lacks costs next to nothing (the exponent coder alone gets 1/16)."""
+    zeros = bytes(1 << 20)
+    chunks = round_trip(FMDeltaCodec(), dtype, (len(zeros) // DTYPE_SIZES[dtype],), zeros, None)
+    assert {c.coder for c in chunks} == {"planes"}
+    assert sum(len(c.payload) for c in chunks) < len(zeros) / 1000
+    data, _ = pair(50000, dtype, 1e-4)  # ordinary weights keep the exponent coder
+    assert [c.coder for c in round_trip(FMDeltaCodec(), dtype, (50000,), data, None)] == ["exponent"]
+
+
 def test_f64_without_base_uses_planes():
     data = weights(20000, 4).astype(np.float64).tobytes()
     chunks = round_trip(FMDeltaCodec(), "F64", (20000,), data, None)
