@@ -7,7 +7,8 @@ is turned into :class:`modelcodecs.errors.CorruptArtifactError` (decoding) or ``
 
 from libc.stdint cimport uint8_t, uint64_t
 from libcpp cimport bool as cbool
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
 
 from .errors import CorruptArtifactError
 
@@ -64,8 +65,13 @@ def encode(const uint8_t[::1] ft, const uint8_t[::1] base, str dtype, bint conte
         raise MemoryError("fmdelta: out of memory while encoding")
     if rc != 0:
         raise ValueError(f"fmdelta: encoder failed with status {rc}")
-    # the payload is this thread's buffer until its next encode or decode call: copy it now
-    return PyBytes_FromStringAndSize(<const char*>payload, length)
+    # the payload is this thread's buffer until its next encode or decode call: copy it now, without the GIL
+    # (the copy touches fresh pages)
+    result = PyBytes_FromStringAndSize(NULL, length)
+    cdef char* dst = PyBytes_AS_STRING(result)
+    with nogil:
+        memcpy(dst, payload, length)
+    return result
 
 
 def decode(const uint8_t[::1] payload, const uint8_t[::1] base, uint8_t[::1] out, str dtype):
