@@ -238,14 +238,18 @@ def test_context_helps_and_can_be_switched_off():
     assert native_size(data, base, "BF16") < 0.95 * native_size(data, base, "BF16", context="none")
 
 
-def test_bf16_weights_stored_as_fp32_cost_about_bf16():
+@pytest.mark.parametrize("unchanged", [0.0, 0.9])
+def test_bf16_weights_stored_as_fp32_cost_about_bf16(unchanged):
     n = 1 << 17
-    data16, base16 = pair(n, "BF16", 1e-4, seed=14)
+    data16, base16 = pair(n, "BF16", 1e-4, seed=14, unchanged=unchanged)
     widen = lambda b: (np.frombuffer(b, np.uint16).astype(np.uint32) << 16).tobytes()  # noqa: E731
     data32, base32 = widen(data16), widen(base16)
     size16 = native_size(data16, base16, "BF16")
     size32 = native_size(data32, base32, "F32")
     assert size32 <= 1.05 * size16
+    # the 16 bits left after the shift are coded exactly as bf16 is: only the header's dtype and shift differ
+    p16, p32 = _fmdelta.encode(data16, base16, "BF16"), _fmdelta.encode(data32, base32, "F32")
+    assert (p16[3], p16[4], p32[3], p32[4]) == (1, 0, 2, 16) and p16[5:] == p32[5:]
     payload = _fmdelta.encode(data32, base32, "F32", True, True)
     assert _fmdelta.shift_of(payload) == 16
     unshifted = _fmdelta.encode(data32, base32, "F32", True, False)
