@@ -125,32 +125,13 @@ def get_executor(threads: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def map_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
-    """``[fn(x) for x in items]``, run on up to ``threads`` pool threads; the first exception propagates."""
-    items = list(items)
-    if threads <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    pool = get_executor(threads)
-    # at most `threads` jobs in flight, even if the shared pool is larger
-    futures = [pool.submit(fn, item) for item in items[:threads]]
-    results: list[R] = []
-    try:
-        for k in range(len(items)):
-            results.append(futures[k].result())
-            if k + threads < len(items):
-                futures.append(pool.submit(fn, items[k + threads]))
-    finally:
-        for future in futures:
-            future.cancel()
-    return results
-
-
 def iter_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int,
                  before_submit: Callable[[], None] | None = None) -> Iterator[R]:
-    """Yield ``fn(x)`` for each item in order, keeping up to ``threads`` jobs in flight on the pool (so a slow
-    chunk does not leave the other threads idle as fixed batches would). ``before_submit`` runs before each job
-    is started (cancellation checks); whatever it raises propagates after the jobs in flight are cancelled or
-    finished."""
+    """Yield ``fn(x)`` for each item in order, running at most ``threads`` at a time on the pool (which may be
+    larger). Twice that many jobs are queued, so a thread that finishes early takes the next job instead of waiting
+    for a slower one ahead of it: cores need not be equally fast, and on a shared machine they are not.
+    ``before_submit`` runs before each job is queued (cancellation checks); whatever it raises propagates after the
+    queued jobs are cancelled or finished."""
     items = list(items)
     if threads <= 1 or len(items) <= 1:
         for item in items:
@@ -159,18 +140,25 @@ def iter_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int,
             yield fn(item)
         return
     pool = get_executor(threads)
+    gate = threading.BoundedSemaphore(threads)
+
+    def gated(item: T) -> R:
+        with gate:
+            return fn(item)
+
+    window = 2 * threads
     futures = []
     try:
-        for item in items[:threads]:
+        for item in items[:window]:
             if before_submit is not None:
                 before_submit()
-            futures.append(pool.submit(fn, item))
+            futures.append(pool.submit(gated, item))
         for k in range(len(items)):
             result = futures[k].result()
-            if k + threads < len(items):
+            if k + window < len(items):
                 if before_submit is not None:
                     before_submit()
-                futures.append(pool.submit(fn, items[k + threads]))
+                futures.append(pool.submit(gated, items[k + window]))
             yield result
     finally:
         for future in futures:

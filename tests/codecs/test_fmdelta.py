@@ -609,14 +609,14 @@ def test_native_face_validates_sizes():
 def test_iter_ordered_keeps_order_and_propagates_errors():
     import time
 
-    from modelcodecs._threads import iter_ordered, map_ordered
+    from modelcodecs._threads import iter_ordered
 
     def slow_square(x):
         time.sleep(0.002 * (5 - x % 5))
         return x * x
 
     assert list(iter_ordered(slow_square, range(12), 3)) == [x * x for x in range(12)]
-    assert map_ordered(slow_square, range(7), 2) == [x * x for x in range(7)]
+    assert list(iter_ordered(slow_square, range(7), 2)) == [x * x for x in range(7)]
 
     def boom(x):
         if x == 4:
@@ -634,6 +634,45 @@ def test_iter_ordered_keeps_order_and_propagates_errors():
 
     with pytest.raises(CancelledError):
         list(iter_ordered(lambda x: x, range(10), 2, stop_after_three))
+
+
+def test_iter_ordered_lets_a_free_thread_run_ahead_of_a_slow_job():
+    """Cores need not be equally fast: while job 0 is slow, the other thread runs three jobs past it."""
+    import threading
+
+    from modelcodecs._threads import iter_ordered
+
+    started = [threading.Event() for _ in range(8)]
+
+    def job(x):
+        started[x].set()
+        if x == 0:
+            assert started[3].wait(timeout=10), "no job ran ahead of the slow one"
+        return x
+
+    assert list(iter_ordered(job, range(8), 2)) == list(range(8))
+
+
+def test_iter_ordered_runs_at_most_threads_jobs_at_once_on_a_larger_pool():
+    import threading
+    import time
+
+    from modelcodecs._threads import iter_ordered
+
+    get_executor(4)  # the shared pool now has 4 workers
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def job(x):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.005)
+        with lock:
+            running[0] -= 1
+        return x
+
+    assert list(iter_ordered(job, range(16), 2)) == list(range(16))
+    assert peak[0] <= 2
 
 
 GENERIC_CHILD = r"""
