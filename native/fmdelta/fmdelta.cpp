@@ -154,7 +154,8 @@ struct EncSym {       // 16 bytes
     uint16_t cmpl;    // (1 << scale) - freq
 };
 inline EncSym enc_sym(uint32_t freq, uint32_t cum, uint32_t total) {
-    if (freq == 1) return {~0ull, (1u << 20) - 1, static_cast<uint16_t>(cum + total - 1), static_cast<uint16_t>(total - 1)};
+    if (freq == 1)
+        return {~0ull, (1u << 20) - 1, static_cast<uint16_t>(cum + total - 1), static_cast<uint16_t>(total - 1)};
     return {(~0ull / freq) + 1, (freq << 20) - 1, static_cast<uint16_t>(cum), static_cast<uint16_t>(total - freq)};
 }
 
