@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -147,19 +148,20 @@ def iter_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int,
             return fn(item)
 
     window = 2 * threads
-    futures = []
+    futures: deque = deque()  # queued or running, in order; a result leaves with its future once yielded
     try:
         for item in items[:window]:
             if before_submit is not None:
                 before_submit()
             futures.append(pool.submit(gated, item))
         for k in range(len(items)):
-            result = futures[k].result()
+            result = futures.popleft().result()
             if k + window < len(items):
                 if before_submit is not None:
                     before_submit()
                 futures.append(pool.submit(gated, items[k + window]))
             yield result
+            del result
     finally:
         for future in futures:
             future.cancel()
