@@ -103,12 +103,19 @@ class EncodedChunk:
     """One independently decodable piece of an encoded tensor.
 
     ``coder`` names the sub-coder used (e.g. ``"fmdelta"``, ``"raw"``, ``"zstd"``) so a decoder can dispatch per
-    chunk; ``meta`` is small JSON-serialisable side information stored in the container index.
+    chunk; ``meta`` is small JSON-serialisable side information stored in the container index. Chunks handed to
+    a decoder may read their payload from the artifact each time ``payload`` is used (``container.StoredChunk``),
+    so a decoder reads it once, in the job that decodes the chunk.
     """
 
     coder: str
     payload: bytes
     meta: dict = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """The payload's length, without reading it."""
+        return len(self.payload)
 
 
 class Codec(ABC):

@@ -29,9 +29,9 @@ class _ChunkedByteCodec(Codec):
         """Code one chunk; return the payload and its small meta."""
 
     @abstractmethod
-    def _decode_chunk(self, chunk: EncodedChunk, base: memoryview | None, out: memoryview, item: int,
+    def _decode_chunk(self, payload: bytes, meta: dict, base: memoryview | None, out: memoryview, item: int,
                       what: str) -> None:
-        """Decode one chunk into ``out`` (exactly its size)."""
+        """Decode one chunk's payload into ``out`` (exactly its size)."""
 
     def _bounds(self, spec: TensorSpec) -> list[tuple[int, int]]:
         item = DTYPE_SIZES[spec.dtype]
@@ -73,12 +73,14 @@ class _ChunkedByteCodec(Codec):
 
         def job(task) -> None:
             chunk, a, b, what = task
+            payload = chunk.payload  # may be read from the artifact now: once
             if chunk.coder == "raw":
-                if len(chunk.payload) != b - a:
+                if len(payload) != b - a:
                     raise CorruptArtifactError(f"{what}: raw chunk has the wrong size")
-                out[a:b] = chunk.payload
+                out[a:b] = payload
             else:
-                self._decode_chunk(chunk, base[a:b] if base is not None else None, out[a:b], item, what)
+                self._decode_chunk(payload, chunk.meta, base[a:b] if base is not None else None, out[a:b],
+                                   item, what)
 
         for _ in iter_ordered(job, jobs, resolve_threads(threads), lambda: check_cancel(cancel)):
             pass
@@ -96,8 +98,8 @@ class ZstdCodec(_ChunkedByteCodec):
     def _encode_chunk(self, data, base, item):
         return zstd_compress(data, self.level), {}
 
-    def _decode_chunk(self, chunk, base, out, item, what):
-        out[:] = zstd_decompress(chunk.payload, out.nbytes, what)
+    def _decode_chunk(self, payload, meta, base, out, item, what):
+        out[:] = zstd_decompress(payload, out.nbytes, what)
 
 
 class XorZstdCodec(_ChunkedByteCodec):
@@ -113,10 +115,10 @@ class XorZstdCodec(_ChunkedByteCodec):
     def _encode_chunk(self, data, base, item):
         return planes_encode(data, base, item, self.level), {"xor": base is not None}
 
-    def _decode_chunk(self, chunk, base, out, item, what):
-        xor = chunk.meta.get("xor")
+    def _decode_chunk(self, payload, meta, base, out, item, what):
+        xor = meta.get("xor")
         if not isinstance(xor, bool):
             raise CorruptArtifactError(f"{what}: bad planes meta")
         if xor and base is None:
             raise WrongBaseError(f"{what}: coded against a base tensor, but none was given")
-        planes_decode(chunk.payload, base if xor else None, out, item, what)
+        planes_decode(payload, base if xor else None, out, item, what)

@@ -75,6 +75,23 @@ class ContainerWriter:
         self.tmp_path.unlink(missing_ok=True)
 
 
+class StoredChunk(EncodedChunk):
+    """A chunk of an open artifact. Its payload is read and crc-checked each time ``payload`` is used, by the thread
+    that uses it: a tensor's chunks are never all in memory at once, and reading overlaps with decoding."""
+
+    def __init__(self, reader: ContainerReader, record: dict):  # noqa: D107 - fields come from the record
+        self.coder, self.meta = record["coder"], record["meta"]
+        self._reader, self._record = reader, record
+
+    @property
+    def payload(self) -> bytes:
+        return self._reader.read_payload(self._record)
+
+    @property
+    def nbytes(self) -> int:
+        return self._record["length"]
+
+
 class ContainerReader:
     """Opens a ``.dvz`` file, validates header, footer and index, and reads chunks by record."""
 
@@ -124,11 +141,15 @@ class ContainerReader:
         validate_index(index, self.data_end)
         return index
 
-    def read_chunk(self, record: dict) -> EncodedChunk:
+    def read_chunk(self, record: dict) -> StoredChunk:
+        """The chunk of an index record; its payload is read and checked when it is used."""
+        return StoredChunk(self, record)
+
+    def read_payload(self, record: dict) -> bytes:
         payload = self._pread(record["offset"], record["length"])
         if zlib.crc32(payload) != record["crc32"]:
             raise CorruptArtifactError(f"{self.path}: chunk at offset {record['offset']} fails its crc32 check")
-        return EncodedChunk(record["coder"], payload, record["meta"])
+        return payload
 
     def close(self) -> None:
         self._file.close()

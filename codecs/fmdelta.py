@@ -134,17 +134,19 @@ class FMDeltaCodec(Codec):
         def job(task: tuple[EncodedChunk, int, int]) -> None:
             chunk, a, b = task
             dst = out[a:b]
+            payload = chunk.payload  # may be read from the artifact now: once
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise CorruptArtifactError(f"{spec.name}: chunk payload is not bytes")
             if chunk.coder == "raw":
-                if len(chunk.payload) != b - a:
-                    raise CorruptArtifactError(f"{spec.name}: raw chunk has {len(chunk.payload)} bytes, "
-                                               f"expected {b - a}")
-                dst[:] = chunk.payload
+                if len(payload) != b - a:
+                    raise CorruptArtifactError(f"{spec.name}: raw chunk has {len(payload)} bytes, expected {b - a}")
+                dst[:] = payload
             elif chunk.coder == "fmdelta":
-                _fmdelta.decode(chunk.payload, base[a:b], dst, spec.dtype)
+                _fmdelta.decode(payload, base[a:b], dst, spec.dtype)
             elif chunk.coder == "exponent":
-                _fmdelta.decode(chunk.payload, None, dst, spec.dtype)
+                _fmdelta.decode(payload, None, dst, spec.dtype)
             else:
-                planes_decode(chunk.payload, base[a:b] if chunk.meta["xor"] else None, dst, item,
+                planes_decode(payload, base[a:b] if chunk.meta["xor"] else None, dst, item,
                               f"{spec.name}: planes chunk")
 
         for _ in iter_ordered(job, jobs, nthreads, lambda: check_cancel(cancel)):
@@ -169,8 +171,6 @@ class FMDeltaCodec(Codec):
             where = f"{spec.name}: chunk {index}"
             if not isinstance(chunk, EncodedChunk) or chunk.coder not in CODERS:
                 raise CorruptArtifactError(f"{where}: unknown coder {getattr(chunk, 'coder', None)!r}")
-            if not isinstance(chunk.payload, (bytes, bytearray, memoryview)):
-                raise CorruptArtifactError(f"{where}: payload is not bytes")
             meta = chunk.meta if isinstance(chunk.meta, dict) else {}
             count = meta.get("n")
             if isinstance(count, bool) or not isinstance(count, int) or count < 1 or count > numel - offset:

@@ -311,7 +311,7 @@ class _ArtifactDecoder:
         if source.get("base"):  # the size is that of a real base tensor (check_base compared them)
             base_data = self.base.read_tensor(self.base.tensors[source["base"]], self.base_buffer)
         else:
-            payload = sum(len(chunk.payload) for chunk in chunks)
+            payload = sum(chunk.nbytes for chunk in chunks)
             if spec.nbytes > self.codec.max_expansion * payload + 4096:
                 raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes from {payload:,} bytes "
                                            f"of payload, more than {self.codec.codec_id} can decode: corrupted "
@@ -347,14 +347,13 @@ class _ArtifactDecoder:
     def _byte_range(self, name: str, seg: dict) -> bytearray:
         data = bytearray()
         for rec in seg["chunks"]:
-            chunk = self.reader.read_chunk(rec)
-            size = chunk.meta.get("n")
+            size = rec["meta"].get("n")
             if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= seg["size"]:
                 raise CorruptArtifactError(f"{name}: bad byte-range chunk")
-            if chunk.coder == "zstd":
-                data += zstd_decompress(chunk.payload, size, name)
-            elif chunk.coder == "raw" and len(chunk.payload) == size:
-                data += chunk.payload
+            if rec["coder"] == "zstd":
+                data += zstd_decompress(self.reader.read_payload(rec), size, name)
+            elif rec["coder"] == "raw" and rec["length"] == size:
+                data += self.reader.read_payload(rec)
             else:
                 raise CorruptArtifactError(f"{name}: bad byte-range chunk")
         if len(data) != seg["size"]:

@@ -45,6 +45,22 @@ def test_writer_reader_round_trip(tmp_path, chunk_payloads):
             assert reader.read_chunk(rec).payload == payload
 
 
+def test_stored_chunks_read_and_check_their_payload_when_used(tmp_path):
+    """A decoder gets chunks whose payload is read from the file (and crc-checked) on use, not when listed."""
+    path = tmp_path / "a.dvz"
+    _, records = _write(path, [b"payload-one", b"payload-two"])
+    with ContainerReader(path) as reader:
+        chunk = reader.read_chunk(records[0])
+        assert (chunk.coder, chunk.meta, chunk.nbytes) == ("raw", {"n": 11}, 11)
+        assert chunk.payload == b"payload-one"
+        data = bytearray(path.read_bytes())
+        data[records[0]["offset"]] ^= 1  # same file, same inode: the open reader sees the change
+        path.write_bytes(data)
+        assert chunk.nbytes == 11  # from the index record
+        with pytest.raises(CorruptArtifactError, match="crc32"):
+            chunk.payload
+
+
 def test_layout_header_and_footer(tmp_path):
     path = tmp_path / "a.dvz"
     _write(path, [b"hello", b"world"])
@@ -77,7 +93,7 @@ def test_every_truncation_is_detected(tmp_path):
             with ContainerReader(path) as reader:
                 for seg in reader.index["files"][0]["segments"]:
                     for rec in seg["chunks"]:
-                        reader.read_chunk(rec)
+                        reader.read_payload(rec)
 
 
 def test_every_flipped_byte_is_detected(tmp_path):
@@ -92,7 +108,7 @@ def test_every_flipped_byte_is_detected(tmp_path):
         with pytest.raises(CorruptArtifactError):
             with ContainerReader(path) as reader:
                 for rec in reader.index["files"][0]["segments"][0]["chunks"]:
-                    reader.read_chunk(rec)
+                    reader.read_payload(rec)
 
 
 def test_not_an_artifact(tmp_path):

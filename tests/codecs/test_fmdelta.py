@@ -653,6 +653,27 @@ def test_iter_ordered_lets_a_free_thread_run_ahead_of_a_slow_job():
     assert list(iter_ordered(job, range(8), 2)) == list(range(8))
 
 
+def test_iter_ordered_lets_go_of_each_result_once_yielded():
+    """A compressed tensor's payloads must not pile up until its last chunk is done."""
+    import weakref
+
+    from modelcodecs._threads import iter_ordered
+
+    class Payload:
+        pass
+
+    refs = {}
+
+    def job(x):
+        payload = Payload()
+        refs[x] = weakref.ref(payload)
+        return payload
+
+    for k, payload in enumerate(iter_ordered(job, range(12), 2)):
+        assert all(refs[j]() is None for j in range(k)), f"results before {k} are still held"
+        del payload
+
+
 def test_iter_ordered_runs_at_most_threads_jobs_at_once_on_a_larger_pool():
     import threading
     import time
