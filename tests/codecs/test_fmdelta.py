@@ -660,7 +660,7 @@ def test_iter_ordered_lets_go_of_each_result_once_yielded():
     from modelcodecs._threads import iter_ordered
 
     class Payload:
-        pass
+        """Stands for a chunk's payload (weak references need a class instance)."""
 
     refs = {}
 
