@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -254,12 +255,14 @@ class ModelFolder:
         if not self.tensors and not any(p.kind != "raw" for p in self.files):
             raise ModelFormatError(f"{self.root}: no model weights (*.safetensors or pytorch_model.bin) found")
         self._handles: dict[str, object] = {}
+        self._handles_lock = threading.Lock()  # base fingerprints are hashed on several threads
 
     # -- reading ------------------------------------------------------------------------------------------------
     def _handle(self, name: str):
-        if name not in self._handles:
-            self._handles[name] = open(self.root / name, "rb")
-        return self._handles[name]
+        with self._handles_lock:
+            if name not in self._handles:
+                self._handles[name] = open(self.root / name, "rb")
+            return self._handles[name]
 
     def read_range(self, file: str, start: int, end: int) -> bytearray:
         return _read_exact(self._handle(file), start, end - start)
