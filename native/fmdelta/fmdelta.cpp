@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 // Tensors, words and raw bits are little-endian and are read and written with plain loads and stores.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the FM-Delta coder needs a little-endian host");
