@@ -252,7 +252,7 @@ class _ArtifactDecoder:
     """Decodes tensors and files of an open artifact, checking the base first and every hash on the way."""
 
     def __init__(self, reader: ContainerReader, base: ModelFolder | None, threads: int,
-                 cancel: CancelCheck | None, meter: _Progress, hasher: ThreadPoolExecutor | None = None):
+                 cancel: CancelCheck | None, meter: _Progress, hasher: ThreadPoolExecutor):
         self.reader, self.base, self.threads, self.cancel, self.meter = reader, base, threads, cancel, meter
         self.hasher = hasher  # file_pieces() checks each tensor's hash here while the caller uses the tensor
         self.index = reader.index
@@ -463,7 +463,8 @@ def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | Non
         positions = [i for i, t in enumerate(reader.index["tensors"]) if t["name"] == name]
         if not positions:
             raise ConfigError(f"the artifact has no tensor {name!r}")
-        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0))
+        hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-check"))
+        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0), hasher)
         t = reader.index["tensors"][positions[0]]
         source = reader.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
         if source.get("base"):
