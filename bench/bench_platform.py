@@ -3,7 +3,7 @@
 Measures:
   1. submit -> worker start: REST POST /api/v1/jobs/ until the worker marks the job running (``started_at``),
      median over N jobs submitted one at a time to an idle worker (target < 250 ms);
-  2. progress publish -> browser: ``webapp.jobs.services.job_progress_publish`` (the function the worker's progress
+  2. progress publish -> browser: ``webapp.jobs.reporter.job_progress_publish`` (the function the worker's progress
      reporter calls) from another process, through the Redis channel layer and daphne, to a WebSocket in Chromium
      (target < 500 ms); also how many live updates a browser saw for a real job;
   3. burst: 100 jobs submitted at once, all accepted (HTTP 201) and all finish (none lost).
@@ -93,7 +93,7 @@ def bench_progress_latency(stack, accounts, api: Api, pair_id: int, probes: int)
 
     django.setup()
     from webapp.jobs.models import Job
-    from webapp.jobs.services import job_progress_publish
+    from webapp.jobs.reporter import job_progress_publish
 
     status, job = api.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "pair": pair_id,
                                              "codec_config": {"id": "zstd"}})

@@ -1,4 +1,4 @@
-"""Model pairs to test and benchmark codecs on, and a perplexity evaluator.
+"""Model pairs to test and benchmark codecs on.
 
 * :func:`make_synthetic_pair` -- a base and a fine-tune made of random tensors: base ~ Student-t(6) * 0.02, fine-tune
   = base + N(0, delta_sigma^2) computed in float64 and rounded to the dtype (optionally a share of elements kept
@@ -6,8 +6,7 @@
   (``model.safetensors`` + ``config.json``); fast and lean enough for 10^8 elements.
 * :func:`make_tiny_transformer_pair` -- a tiny causal LM (Llama architecture) with its own tokenizer, pre-trained
   briefly on one generated corpus (the base), then fine-tuned with AdamW on another (a real optimiser's delta).
-* :func:`write_text_dataset` -- generated English-ish text; :func:`evaluate_perplexity` -- perplexity of a causal LM
-  folder on a text file.
+* :func:`write_text_dataset` -- generated English-ish text.
 
 Importing this module needs only numpy; torch, transformers and tokenizers are imported inside the functions that
 use them. Nothing here touches the network.
@@ -27,7 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import CancelledError, ConfigError, ModelFormatError
+from ._torch import offline
+from .errors import ConfigError
 
 # numpy dtypes of the float formats we generate (BF16 is handled on uint16 bit patterns).
 _NP_FLOAT = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2")}
@@ -303,12 +303,6 @@ def write_text_dataset(path: str | os.PathLike, *, n_lines: int = 200, seed: int
 
 # -- tiny transformer pair ------------------------------------------------------------------------------------------
 
-def _offline() -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
 def _train_tokenizer(lines: list[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -377,7 +371,7 @@ def make_tiny_transformer_pair(out_dir: str | os.PathLike, *, steps: int = 30, d
             raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
     if d_model % 16:
         raise ConfigError(f"d_model must be a multiple of 16 (4 heads), got {d_model}")
-    _offline()
+    offline()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -425,86 +419,5 @@ def make_tiny_transformer_pair(out_dir: str | os.PathLike, *, steps: int = 30, d
     return TinyPair(base_dir, ft_dir, dataset, info)
 
 
-# -- perplexity -----------------------------------------------------------------------------------------------------
-
-def evaluate_perplexity(model_dir: str | os.PathLike, text_path: str | os.PathLike, *, max_tokens: int = 1 << 16,
-                        window: int = 512, batch_size: int = 4, device: str | None = None,
-                        progress: Callable[[int, int, str], None] | None = None,
-                        cancel: Callable[[], bool] | None = None) -> dict:
-    """Perplexity of the causal LM folder ``model_dir`` on the UTF-8 text file ``text_path``.
-
-    The text (at most ``max_tokens`` tokens, read in a bounded prefix) is tokenised once, cut into fixed
-    non-overlapping windows of ``window`` tokens (at most the model's context), and scored: perplexity =
-    exp(sum of next-token NLL / number of predicted tokens), i.e. the token-weighted mean over windows; each window
-    predicts all its tokens but the first. ``device`` None means CUDA when available, else CPU. ``progress(done,
-    total, stage)`` reports tokens; ``cancel()`` is polled between batches. Returns ``{"perplexity", "nll",
-    "tokens", "windows", "window", "device", "dtype"}``.
-    """
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
-        raise ConfigError(f"max_tokens must be an int >= 2, got {max_tokens!r}")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-        raise ConfigError(f"window must be an int >= 2, got {window!r}")
-    model_dir, text_path = Path(model_dir), Path(text_path)
-    if not (model_dir / "config.json").is_file():
-        raise ModelFormatError(f"{model_dir} is not a model folder (no config.json)")
-    if not text_path.is_file():
-        raise ModelFormatError(f"text file {text_path} does not exist")
-    _offline()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise ModelFormatError(f"{model_dir}: no usable tokenizer ({exc})") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", low_cpu_mem_usage=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelFormatError(f"{model_dir}: cannot load a causal LM ({exc})") from None
-    model.to(device).eval()
-    context = getattr(model.config, "max_position_embeddings", None) or window
-    window = min(window, int(context))
-
-    # read a bounded prefix: tokens rarely exceed 32 bytes each
-    with open(text_path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read(max_tokens * 32)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
-    if len(ids) < 2:
-        raise ModelFormatError(f"{text_path}: fewer than 2 tokens of text")
-    windows = [ids[i:i + window] for i in range(0, len(ids), window)]
-    if len(windows) > 1 and len(windows[-1]) < 2:
-        windows.pop()
-    total_tokens = sum(len(w) - 1 for w in windows)
-
-    nll_sum = 0.0
-    counted = 0
-    with torch.inference_mode():
-        for i in range(0, len(windows), batch_size):
-            if cancel is not None and cancel():
-                raise CancelledError("cancelled by request")
-            group = windows[i:i + batch_size]
-            width = max(len(w) for w in group)
-            x = torch.zeros((len(group), width), dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for row, w in enumerate(group):
-                x[row, :len(w)] = torch.tensor(w)
-                mask[row, :len(w)] = 1
-            x, mask = x.to(device), mask.to(device)
-            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
-            target = x[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                                    reduction="none").view(target.shape)
-            valid = mask[:, 1:].bool()
-            nll_sum += float(nll[valid].double().sum())
-            counted += int(valid.sum())
-            if progress is not None:
-                progress(counted, total_tokens, "evaluating perplexity")
-    mean = nll_sum / counted
-    return {"perplexity": math.exp(mean), "nll": mean, "tokens": counted, "windows": len(windows),
-            "window": window, "device": str(device), "dtype": str(next(model.parameters()).dtype)}
-
-
-__all__ = ["SyntheticPair", "TinyPair", "evaluate_perplexity", "generate_lines", "make_synthetic_pair",
+__all__ = ["SyntheticPair", "TinyPair", "generate_lines", "make_synthetic_pair",
            "make_tiny_transformer_pair", "write_text_dataset"]

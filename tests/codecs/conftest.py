@@ -23,3 +23,23 @@ def artifact(pair, tmp_path):
     modelcodecs.compress_model(ft_dir, path, codec={"id": "xor-zstd", "chunk_bytes": 4096}, base_dir=base_dir,
                                threads=1)
     return path, base_dir, ft_dir
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny Llama base/fine-tune pair in fp32 with its held-out text (modelcodecs.synthetic)."""
+    pytest.importorskip("transformers")
+    from modelcodecs import synthetic
+
+    return synthetic.make_tiny_transformer_pair(tmp_path_factory.mktemp("tiny"), steps=15, base_steps=20,
+                                                d_model=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bf16(tmp_path_factory):
+    """The smallest tiny pair, saved in bf16."""
+    pytest.importorskip("transformers")
+    from modelcodecs import synthetic
+
+    return synthetic.make_tiny_transformer_pair(tmp_path_factory.mktemp("tiny-bf16"), steps=2, base_steps=0,
+                                                d_model=16, n_layer=1, dtype="BF16", seed=1)

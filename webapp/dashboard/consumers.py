@@ -3,7 +3,7 @@
 Both are sync consumers (the ORM is sync). On connect: refuse anonymous users (4401) and objects outside the
 user's teams (4404, the same answer as for objects that do not exist); otherwise join the group, accept, and send
 the current state built from the rows. Then every ``job.update`` event sent to the group by
-``webapp.jobs.services.job_progress_publish`` is forwarded as ``{"type": "job.update", "job": {...}}``.
+``webapp.jobs.reporter.job_progress_publish`` is forwarded as ``{"type": "job.update", "job": {...}}``.
 """
 
 from __future__ import annotations

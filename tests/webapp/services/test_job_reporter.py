@@ -2,7 +2,7 @@ import pytest
 
 from tests.factories import job_create
 from webapp.jobs.models import Job
-from webapp.jobs.services import JobReporter
+from webapp.jobs.reporter import JobReporter
 
 pytestmark = pytest.mark.django_db
 

@@ -149,7 +149,7 @@ class JobRunCompressTests:
 
     def test_a_rerun_after_a_crash_cleans_the_leftovers(self, world, pair, dv_dirs):
         job = _compress_job(world, pair, status=Job.Status.RUNNING)  # its worker died
-        leftover = dv_dirs["home"] / "tmp" / f"compress-job-{job.pk}"
+        leftover = dv_dirs["home"] / "tmp" / f"job-{job.pk}"
         leftover.mkdir(parents=True)
         (leftover / "artifact.dvz").write_bytes(b"half-written")
         job = job_run(job=job)
@@ -159,9 +159,8 @@ class JobRunCompressTests:
 
     def test_job_fail_removes_what_a_killed_run_left(self, world, pair, dv_dirs, settings):
         job = _compress_job(world, pair, status=Job.Status.RUNNING)
-        leftovers = [Path(settings.DELTAVAULT_TMP_DIR) / f"compress-job-{job.pk}",
-                     Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk),
-                     Path(settings.DELTAVAULT_TMP_DIR) / f"eval-job-{job.pk}"]
+        leftovers = [Path(settings.DELTAVAULT_TMP_DIR) / f"job-{job.pk}",
+                     Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk)]
         for folder in leftovers:
             folder.mkdir(parents=True)
             (folder / "half").write_bytes(b"x")
@@ -277,7 +276,7 @@ class JobRunEvaluateTests:
     def test_evaluate_a_model_stores_perplexity(self, world, pair, dv_dirs):
         dataset = self._dataset(world, dv_dirs)
         job = Job.objects.create(team=world["acme"], kind="evaluate", model=pair.finetuned, dataset=dataset)
-        with mock.patch("modelcodecs.synthetic.evaluate_perplexity", return_value=12.5, create=True) as ev:
+        with mock.patch("modelcodecs.evaluate.evaluate_perplexity", return_value={"perplexity": 12.5}) as ev:
             job = job_run(job=job)
         assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
         assert job.metrics["perplexity"] == 12.5
@@ -293,7 +292,7 @@ class JobRunEvaluateTests:
             return {"perplexity": 7.25, "tokens": 100}
 
         job = Job.objects.create(team=world["acme"], kind="evaluate", artifact=artifact, dataset=dataset)
-        with mock.patch("modelcodecs.synthetic.evaluate_perplexity", fake_eval, create=True):
+        with mock.patch("modelcodecs.evaluate.evaluate_perplexity", fake_eval):
             job = job_run(job=job)
         assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
         assert seen["files"] == sorted(f["name"] for f in pair.finetuned.files)

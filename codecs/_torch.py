@@ -1,0 +1,73 @@
+"""The one way codecs and evaluators that run models choose a device and load a model folder.
+
+Importing this module does not import torch; each function does, when called. Nothing here touches the network:
+model hubs are switched off before transformers is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError, ModelFormatError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def offline() -> None:
+    """Forbid hub downloads: every model is a local folder."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto`` (or None): CUDA when torch sees one, else CPU. ``cuda`` / ``cuda:N`` without a GPU is an error."""
+    import torch
+
+    device = device or "auto"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} was asked for, but torch sees no CUDA device")
+        return device
+    raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or cuda:N), got {device!r}")
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> Path:
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelFormatError(f"{model_dir} is not a model folder (no config.json)")
+    return model_dir
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+    offline()
+    from transformers import AutoTokenizer
+
+    model_dir = check_model_dir(model_dir)
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFormatError(f"{model_dir}: no usable tokenizer ({exc})") from None
+
+
+def load_model(model_dir: str | os.PathLike, *, auto_class: str = "AutoModelForCausalLM", device: str = "auto",
+               dtype: str = "auto"):
+    """Load a transformers model folder (safetensors or ``weights_only`` .bin: nothing is unpickled) on
+    ``device``, in evaluation mode. ``auto_class`` names the transformers Auto class (the model's head)."""
+    offline()
+    import transformers
+
+    model_dir = check_model_dir(model_dir)
+    device = resolve_device(device)
+    loader = getattr(transformers, auto_class)
+    try:
+        model = loader.from_pretrained(model_dir, dtype=dtype, low_cpu_mem_usage=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{model_dir}: cannot load it as {auto_class.removeprefix('AutoModelFor')} "
+                               f"({exc})") from None
+    return model.to(device).eval()

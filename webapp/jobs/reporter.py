@@ -1,0 +1,120 @@
+"""What a running job tells the world: progress, stage and log tail written to its row (throttled) and published
+to the Channels groups ``job-<id>`` and ``team-<slug>``, and the cancel flag read back from the row."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_state
+
+logger = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 60
+LOG_TAIL_CHARS = 16_000
+
+
+def job_progress_publish(*, job: Job) -> None:
+    """Send the job's current state to the groups ``job-<id>`` and ``team-<slug>`` (websocket consumers forward
+    it). Publishing is best effort: a channel layer that is down never fails the job."""
+    channel_layer = get_channel_layer()
+    if channel_layer is None:
+        return
+    event = {"type": "job.update", "job": job_state(job)}
+    try:
+        async_to_sync(channel_layer.group_send)(f"job-{job.pk}", event)
+        async_to_sync(channel_layer.group_send)(f"team-{job.team.slug}", event)
+    except Exception:  # noqa: BLE001 - the job must go on even when Redis is unreachable
+        logger.warning("could not publish job %s", job.pk, exc_info=True)
+
+
+def log_tail(text: str) -> str:
+    """The last lines of a log, as kept on the Job row."""
+    lines = text.splitlines()[-LOG_TAIL_LINES:]
+    return "\n".join(lines)[-LOG_TAIL_CHARS:]
+
+
+class JobReporter:
+    """The progress callback and cancel check handed to modelcodecs for one job.
+
+    ``__call__(done, total, stage)`` updates the row at most every ``DELTAVAULT_PROGRESS_INTERVAL`` seconds (and
+    always at 100 % and on a new stage) and publishes. ``cancelled()`` reads ``cancel_requested`` from the row at
+    most every ``DELTAVAULT_CANCEL_CHECK_INTERVAL`` seconds.
+    """
+
+    def __init__(self, job: Job, *, span: tuple[float, float] = (0.0, 100.0)):
+        self.job = job
+        self.interval = float(settings.DELTAVAULT_PROGRESS_INTERVAL)
+        self.cancel_interval = float(settings.DELTAVAULT_CANCEL_CHECK_INTERVAL)
+        self.span = span
+        self._last_write: float | None = None
+        self._last_cancel_check: float | None = None
+        self._cancel_seen = False
+        self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
+        self._stage = job.stage
+        # modelcodecs may report from its worker threads: one report at a time.
+        self._lock = threading.RLock()
+
+    # progress ------------------------------------------------------------------------------------------------
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
+        with self._lock:
+            lo, hi = self.span
+            fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+            # Never move backwards (a codec may report a stage with done=0 after the bytes were coded).
+            progress = max(lo + (hi - lo) * fraction, float(self.job.progress))
+            if stage and stage != self._stage:
+                self._stage = stage
+                self.log(stage)
+            now = time.monotonic()
+            if fraction < 1.0 and self._last_write is not None and now - self._last_write < self.interval:
+                return
+            self._last_write = now
+            self.job.progress = min(round(progress, 3), 100.0)
+            if stage:
+                self.job.stage = stage[:200]
+            self.flush()
+
+    def set_span(self, lo: float, hi: float) -> None:
+        self.span = (lo, hi)
+
+    def stage(self, stage: str) -> None:
+        """Enter a new stage without changing the progress figure."""
+        self._stage = stage
+        self.job.stage = stage[:200]
+        self.log(stage)
+        self._last_write = time.monotonic()
+        self.flush()
+
+    def log(self, message: str) -> None:
+        stamp = timezone.now().strftime("%H:%M:%S")
+        for line in str(message).splitlines() or [""]:
+            self._lines.append(f"[{stamp}] {line}")
+        self._lines = self._lines[-LOG_TAIL_LINES:]
+        self.job.log_tail = log_tail("\n".join(self._lines))
+
+    def flush(self) -> None:
+        Job.objects.filter(pk=self.job.pk).update(
+            progress=self.job.progress, stage=self.job.stage, log_tail=self.job.log_tail
+        )
+        job_progress_publish(job=self.job)
+
+    # cancel --------------------------------------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        if self._cancel_seen:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if self._last_cancel_check is not None and now - self._last_cancel_check < self.cancel_interval:
+                return False
+            self._last_cancel_check = now
+            self._cancel_seen = bool(
+                Job.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True).first()
+            )
+            return self._cancel_seen

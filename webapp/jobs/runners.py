@@ -1,0 +1,269 @@
+"""One runner per job kind, found through :data:`JOB_KINDS`.
+
+A kind declares the inputs a user gives it, a ``check`` run at submit time (validates them and fills in what
+follows from them, such as an artifact's pair and codec config) and a ``run`` that does the work in the worker and
+returns the job's metrics. Adding a kind means one entry here (and its ``Job.Kind`` choice); the life cycle around
+it (``webapp.jobs.services``) does not change.
+
+A runner keeps everything it writes while in flight under :func:`job_work_dir` or :func:`job_restored_dir`, which
+the life cycle removes after a failure, a cancel or a dead worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import modelcodecs
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.core.exceptions import ApplicationError
+from webapp.jobs.models import Job
+from webapp.jobs.reporter import JobReporter
+from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.storage import artifact_local_file, artifact_store
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What a job works on. ``check`` functions return a copy with derived inputs filled in."""
+
+    pair: Pair | None = None
+    artifact: Artifact | None = None
+    model: ModelEntry | None = None
+    dataset: Dataset | None = None
+    codec_config: dict | None = None
+
+    def given(self) -> set[str]:
+        return {name for name in ("pair", "artifact", "model", "dataset", "codec_config") if getattr(self, name)}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    inputs: frozenset[str]  # what a user gives this kind; anything else is refused at submit
+    check: Callable[[JobInputs], JobInputs]
+    run: Callable[..., dict]  # run(job=, reporter=) -> metrics
+
+
+def job_work_dir(job: Job) -> Path:
+    """The job's private scratch folder (partial artifacts, restored copies for evaluation)."""
+    return Path(settings.DELTAVAULT_TMP_DIR) / f"job-{job.pk}"
+
+
+def job_restored_dir(job: Job) -> Path:
+    """Where a decompress job leaves the restored model for the user."""
+    return Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk)
+
+
+def job_threads(job: Job) -> int | None:
+    return (job.options or {}).get("threads") or settings.DELTAVAULT_JOB_THREADS
+
+
+def _jsonable(summary: dict) -> dict:
+    return {key: value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+            for key, value in summary.items()}
+
+
+def _codec_class(codec_id: str) -> type[modelcodecs.Codec] | None:
+    try:
+        return modelcodecs.get_codec_class(codec_id)
+    except modelcodecs.ModelCodecError:
+        return None
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+# ---- compress ------------------------------------------------------------------------------------------------
+def _check_compress(inputs: JobInputs) -> JobInputs:
+    if inputs.pair is None:
+        raise ApplicationError("A compress job needs a pair (base + fine-tuned model).")
+    if not inputs.codec_config:
+        raise ApplicationError("A compress job needs a codec config, e.g. {\"id\": \"zstd\"}.")
+    try:
+        codec = modelcodecs.get_codec(inputs.codec_config)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Invalid codec config: {exc}", extra={"codec_config": inputs.codec_config}) from exc
+    if codec.input_kind != "weights":
+        raise ApplicationError(f"The codec {codec.codec_id!r} compresses {codec.input_kind}, not model checkpoints.")
+    return replace(inputs, codec_config=codec.get_config())
+
+
+def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
+    pair = job.pair
+    if pair is None:
+        raise ApplicationError("The job's pair was deleted.")
+    codec = modelcodecs.get_codec(job.codec_config)
+    final_name = f"{job.team.slug}/job-{job.pk}-{codec.codec_id}.dvz"
+    # The artifact is written in the job's scratch folder, outside the storage, so a killed worker leaves no
+    # visible file and no row.
+    tmp_path = _fresh_dir(job_work_dir(job)) / "artifact.dvz"
+    base_dir = pair.base.path if codec.needs_base else None
+    reporter.log(f"compressing {pair.finetuned.name} with {codec.codec_id}"
+                 + (f" against {pair.base.name}" if base_dir else ""))
+    try:
+        summary = modelcodecs.compress_model(
+            pair.finetuned.path, tmp_path, codec=codec, base_dir=base_dir, threads=job_threads(job),
+            progress=reporter, cancel=reporter.cancelled,
+        ).as_dict()
+        reporter.stage("storing artifact")
+        with transaction.atomic():
+            artifact = Artifact(
+                team=job.team, pair=pair, job=job, codec_id=codec.codec_id, codec_config=codec.get_config(),
+                storage_name=final_name,
+                original_bytes=int(summary["original_bytes"]),
+                compressed_bytes=int(summary["compressed_bytes"]),
+                ratio=float(summary["ratio"]),
+                metrics={k: summary[k] for k in ("mb_per_s", "seconds", "peak_rss_bytes", "tensors", "files")},
+            )
+            artifact.full_clean()
+            artifact.storage_name = artifact_store(local=tmp_path, name=final_name)
+            artifact.save()
+    finally:
+        shutil.rmtree(job_work_dir(job), ignore_errors=True)
+    reporter.log(f"artifact #{artifact.pk}: {artifact.original_bytes} -> {artifact.compressed_bytes} bytes "
+                 f"(ratio {artifact.ratio:.3f})")
+    return {**_jsonable(summary), "artifact_id": artifact.pk}
+
+
+# ---- decompress ----------------------------------------------------------------------------------------------
+def _artifact_inputs(inputs: JobInputs) -> JobInputs:
+    """The pair and codec config of a job that reads an artifact come from the artifact."""
+    artifact = inputs.artifact
+    return replace(inputs, pair=artifact.pair, codec_config=dict(artifact.codec_config or {"id": artifact.codec_id}))
+
+
+def _check_decompress(inputs: JobInputs) -> JobInputs:
+    if inputs.artifact is None:
+        raise ApplicationError("A decompress job needs an artifact.")
+    return _artifact_inputs(inputs)
+
+
+def restore_artifact(*, job: Job, artifact: Artifact, out_dir: Path, reporter: JobReporter) -> dict:
+    """Decompress ``artifact`` into ``out_dir`` (which must not exist yet); returns the decompress summary."""
+    base_dir = None
+    codec_cls = _codec_class(artifact.codec_id)
+    if codec_cls is not None and codec_cls.needs_base:
+        if artifact.pair is None:
+            raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
+        base_dir = artifact.pair.base.path
+    with artifact_local_file(artifact) as path:
+        return modelcodecs.decompress_model(
+            path, out_dir, base_dir=base_dir, threads=job_threads(job), progress=reporter, cancel=reporter.cancelled
+        ).as_dict()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_restored(*, artifact: Artifact, out_dir: Path) -> dict:
+    """Compare every restored file's sha256 with the fine-tuned model's recorded hashes."""
+    codec_cls = _codec_class(artifact.codec_id)
+    if codec_cls is not None and not codec_cls.lossless:
+        return {"status": "skipped", "reason": "lossy codec: values are approximate", "checked": 0,
+                "mismatched": []}
+    if artifact.pair is None:
+        return {"status": "skipped", "reason": "no fine-tuned model recorded", "checked": 0, "mismatched": []}
+    recorded = {f["name"]: f.get("sha256") for f in artifact.pair.finetuned.files or [] if f.get("name")}
+    if not recorded:
+        return {"status": "skipped", "reason": "no file hashes recorded", "checked": 0, "mismatched": []}
+    mismatched = [name for name, sha in sorted(recorded.items())
+                  if not (out_dir / name).is_file() or (sha and _sha256(out_dir / name) != sha)]
+    status = Artifact.Verification.FAILED if mismatched else Artifact.Verification.VERIFIED
+    return {"status": str(status), "checked": len(recorded), "mismatched": mismatched}
+
+
+def _run_decompress(*, job: Job, reporter: JobReporter) -> dict:
+    artifact = job.artifact
+    if artifact is None:
+        raise ApplicationError("The job's artifact was deleted.")
+    out_dir = job_restored_dir(job)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    reporter.log(f"restoring artifact #{artifact.pk} ({artifact.codec_id}) into {out_dir}")
+    try:
+        summary = _jsonable(restore_artifact(job=job, artifact=artifact, out_dir=out_dir, reporter=reporter))
+        reporter.stage("verifying")
+        verification = _verify_restored(artifact=artifact, out_dir=out_dir)
+        if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
+            artifact.verification = verification["status"]
+            artifact.verified_at = timezone.now()
+            artifact.save(update_fields=["verification", "verified_at"])
+        if verification["status"] == Artifact.Verification.FAILED:
+            raise ApplicationError(
+                f"Restored files differ from the fine-tuned model: {', '.join(verification['mismatched'][:10])}"
+            )
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    summary["output_dir"] = str(out_dir)
+    summary["verification"] = verification
+    reporter.log(f"verification: {verification['status']} ({verification['checked']} files)")
+    return summary
+
+
+# ---- evaluate ------------------------------------------------------------------------------------------------
+def _check_evaluate(inputs: JobInputs) -> JobInputs:
+    if inputs.dataset is None:
+        raise ApplicationError("An evaluate job needs a dataset.")
+    if (inputs.model is None) == (inputs.artifact is None):
+        raise ApplicationError("An evaluate job needs exactly one of a model or an artifact.")
+    return _artifact_inputs(inputs) if inputs.artifact is not None else inputs
+
+
+def _run_evaluate(*, job: Job, reporter: JobReporter) -> dict:
+    from modelcodecs import evaluate  # imports torch lazily, only here
+
+    dataset = job.dataset
+    if dataset is None:
+        raise ApplicationError("The job's dataset was deleted.")
+    if not Path(dataset.path).is_file():
+        raise ApplicationError(f"The dataset file {dataset.path} is missing.")
+    try:
+        if job.artifact is not None:
+            model_dir = job_work_dir(job) / "restored"
+            shutil.rmtree(job_work_dir(job), ignore_errors=True)
+            reporter.set_span(0.0, 50.0)
+            reporter.log(f"restoring artifact #{job.artifact.pk} for evaluation")
+            restore_artifact(job=job, artifact=job.artifact, out_dir=model_dir, reporter=reporter)
+            reporter.set_span(50.0, 100.0)
+        elif job.model is not None:
+            model_dir = Path(job.model.path)
+        else:
+            raise ApplicationError("The job's model or artifact was deleted.")
+        reporter.stage("evaluating perplexity")
+        options = {"max_tokens": job.options["max_tokens"]} if (job.options or {}).get("max_tokens") else {}
+        started = time.perf_counter()
+        result = evaluate.evaluate_perplexity(str(model_dir), str(dataset.path), progress=reporter,
+                                              cancel=reporter.cancelled, **options)
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(job_work_dir(job), ignore_errors=True)
+    metrics = _jsonable(result)
+    metrics["perplexity"] = float(metrics["perplexity"])
+    metrics.setdefault("seconds", round(seconds, 3))
+    if job.artifact is not None:
+        Artifact.objects.filter(pk=job.artifact.pk).update(perplexity=metrics["perplexity"])
+    reporter.log(f"perplexity {metrics['perplexity']:.4f}")
+    return metrics
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    Job.Kind.COMPRESS: JobKind(frozenset({"pair", "codec_config"}), _check_compress, _run_compress),
+    Job.Kind.DECOMPRESS: JobKind(frozenset({"artifact"}), _check_decompress, _run_decompress),
+    Job.Kind.EVALUATE: JobKind(frozenset({"model", "artifact", "dataset"}), _check_evaluate, _run_evaluate),
+}
