@@ -132,6 +132,9 @@ class Codec(ABC):
     needs_base: ClassVar[bool] = False
     # True when a local prior model folder is needed (LM-GC).
     needs_prior: ClassVar[bool] = False
+    # True when encoding or decoding runs a model (a forward pass, distillation): the web app sends such a job to
+    # the gpu queue when a live GPU worker serves it (queue "auto").
+    runs_models: ClassVar[bool] = False
     # "weights" for checkpoints, "gradients" for gradient tensors (LM-GC).
     input_kind: ClassVar[str] = "weights"
     params: ClassVar[tuple[Param, ...]] = ()

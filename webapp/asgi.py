@@ -10,6 +10,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
+# Every concurrent request runs in its own thread: share a bounded pool of PostgreSQL connections (settings/base.py).
+os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "20")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -2,11 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from webapp.jobs.apis import WorkerListApi
+
 api_v1 = [
     path("auth/", include(("webapp.core.urls", "auth"))),
     path("teams/", include(("webapp.teams.urls", "teams"))),
     path("", include(("webapp.registry.urls", "registry"))),
     path("jobs/", include(("webapp.jobs.urls", "jobs"))),
+    path("workers/", WorkerListApi.as_view(), name="workers"),
 ]
 
 urlpatterns = [

@@ -25,3 +25,6 @@ def config_loggers(*args, **kwargs):
 
 
 app.autodiscover_tasks(["workers"])
+
+# Heartbeat, sweep and reconciliation thread of every worker (signal handlers).
+from workers import heartbeat  # noqa: E402, F401

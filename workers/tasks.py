@@ -1,6 +1,7 @@
 """Thin tasks: take ids, load rows, call services. No business logic here."""
 
 import logging
+import time
 
 from celery import Task, shared_task
 from celery.signals import task_failure
@@ -8,13 +9,30 @@ from celery.signals import task_failure
 logger = logging.getLogger(__name__)
 
 
-def _fail_job(job_id, exc, einfo) -> None:
-    from webapp.jobs.models import Job
-    from webapp.jobs.services import job_fail
+# Waits between the failure hook's attempts to record a failure while the database is unreachable.
+FAIL_HOOK_WAITS = (0.5, 1.0, 2.0)
 
-    job = Job.objects.filter(pk=job_id).select_related("team").first()
-    if job is not None:
-        job_fail(job=job, error=f"{type(exc).__name__}: {exc}", log=str(einfo) if einfo else "")
+
+def _fail_job(job_id, exc, einfo) -> None:
+    """Record the failure; on a database error try again a few times. If the database stays unreachable the row
+    keeps its state and the sweep recovers it (a running job no worker holds, or a queued one with no message)."""
+    from django.db import close_old_connections
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import TRANSIENT_DB_ERRORS, job_fail
+
+    for wait in (*FAIL_HOOK_WAITS, None):
+        try:
+            job = Job.objects.filter(pk=job_id).select_related("team").first()
+            if job is not None:
+                job_fail(job=job, error=f"{type(exc).__name__}: {exc}", log=str(einfo) if einfo else "")
+            return
+        except TRANSIENT_DB_ERRORS:
+            if wait is None:
+                logger.exception("could not record the failure of job %s; the sweep will", job_id)
+                return
+            close_old_connections()
+            time.sleep(wait)
 
 
 class JobTask(Task):
@@ -23,17 +41,32 @@ class JobTask(Task):
         _fail_job(args[0] if args else kwargs.get("job_id"), exc, einfo)
 
 
+def db_retry_countdown(retries: int) -> float:
+    """1, 2, 4 … seconds, at most a minute."""
+    return float(min(2 ** retries, 60))
+
+
 @shared_task(bind=True, base=JobTask, name="workers.tasks.run_job")
 def run_job(self, job_id: int) -> dict:
-    """Run one Job row (``webapp.jobs.services.job_run``) and return its final status."""
-    from webapp.jobs.models import Job
-    from webapp.jobs.services import job_run
+    """Run one Job row (``webapp.jobs.services.job_run``) and return its final status. A database error is
+    retried with backoff (the retry is sent before this message is acknowledged)."""
+    from django.conf import settings
+    from django.db import close_old_connections
 
-    job = Job.objects.select_related("team").filter(pk=job_id).first()
-    if job is None:
-        logger.warning("run_job: job %s does not exist (deleted?)", job_id)
-        return {"job_id": job_id, "status": "missing"}
-    job = job_run(job=job)
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import TRANSIENT_DB_ERRORS, job_run
+
+    try:
+        job = Job.objects.select_related("team").filter(pk=job_id).first()
+        if job is None:
+            logger.warning("run_job: job %s does not exist (deleted?)", job_id)
+            return {"job_id": job_id, "status": "missing"}
+        job = job_run(job=job, worker_name=self.request.hostname or "", resume=self.request.retries > 0)
+    except TRANSIENT_DB_ERRORS as exc:
+        close_old_connections()
+        logger.warning("run_job %s: database error (%s); retrying", job_id, exc)
+        raise self.retry(exc=exc, countdown=db_retry_countdown(self.request.retries),
+                         max_retries=settings.DELTAVAULT_TASK_DB_RETRIES)
     return {"job_id": job.pk, "status": job.status}
 
 

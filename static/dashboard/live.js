@@ -13,6 +13,8 @@
   function qsa(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
   function pct(p) { return (Math.round((Number(p) || 0) * 10) / 10).toFixed(1) + "%"; }
   var FINAL = { succeeded: 1, failed: 1, cancelled: 1 };
+  // Close codes of a permanent refusal (webapp/dashboard/consumers.py); any other close is retried with backoff.
+  var REFUSED = { 4401: "logged out", 4403: "access withdrawn", 4404: "not found" };
 
   function setProgress(root, job) {
     qsa(".progress", root).forEach(function (el) {
@@ -131,8 +133,13 @@
       ws.onmessage = function (ev) { try { handle(JSON.parse(ev.data)); } catch (e) { console.error(e); } };
       ws.onclose = function (ev) {
         dv.connected = false;
+        if (REFUSED[ev.code]) {   // permanent (4401 not logged in, 4403 access withdrawn, 4404 not found): stop
+          dv.refused = ev.code;
+          if (indicator) { indicator.classList.remove("on"); indicator.textContent = REFUSED[ev.code]; }
+          return;
+        }
+        dv.reconnects = (dv.reconnects || 0) + 1;
         if (indicator) { indicator.classList.remove("on"); indicator.textContent = "offline"; }
-        if (ev.code >= 4400 && ev.code < 4500) return;   // refused: do not hammer the server
         setTimeout(open, delay); delay = Math.min(delay * 2, 10000);
       };
     })();

@@ -60,7 +60,8 @@ class DatasetUploadForm(forms.Form):
 
 KIND_CHOICES = [("compress", "Compress a pair"), ("decompress", "Decompress and verify an artifact"),
                 ("evaluate", "Evaluate perplexity (model or artifact)")]
-QUEUE_CHOICES = [("cpu", "CPU worker"), ("gpu", "GPU worker")]
+QUEUE_CHOICES = [("auto", "Auto (GPU for model-running work when a GPU worker is live)"), ("cpu", "CPU worker"),
+                 ("gpu", "GPU worker")]
 
 
 class JobForm(forms.Form):
@@ -74,7 +75,7 @@ class JobForm(forms.Form):
                                       help_text="Decompress / evaluate: the artifact to restore.")
     model = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a registered model.")
     dataset = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a text dataset.")
-    queue = forms.ChoiceField(choices=QUEUE_CHOICES, initial="cpu")
+    queue = forms.ChoiceField(choices=QUEUE_CHOICES, initial="auto")
     threads = forms.IntegerField(min_value=1, max_value=256, required=False,
                                  help_text="Threads for the job (empty: the worker's default).")
 
@@ -83,8 +84,13 @@ class JobForm(forms.Form):
     KINDS_OF_FIELD = {"pair": "compress", "codec": "compress", "artifact": "decompress evaluate",
                       "model": "evaluate", "dataset": "evaluate"}
 
-    def __init__(self, *args, codecs: list, pairs, artifacts, models, datasets, **kwargs):
+    def __init__(self, *args, codecs: list, pairs, artifacts, models, datasets, queues_online: set[str] | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        if queues_online is not None:  # say which queues no live worker serves
+            self.fields["queue"].choices = [
+                (value, label if value == "auto" or value in queues_online else f"{label} (no live worker)")
+                for value, label in QUEUE_CHOICES]
         self.codecs = {cls.codec_id: cls for cls in codecs if getattr(cls, "input_kind", "weights") == "weights"}
         self.schemas = {cid: cls.config_schema() for cid, cls in self.codecs.items()}
         self.fields["codec"].choices = [

@@ -28,5 +28,6 @@ class TokenAuthMiddleware(BaseMiddleware):
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         keys = query.get("token")
         if keys:
-            scope = dict(scope, user=await _user_for_token(keys[0]))
+            # The key stays in the scope: the consumer checks it again when the user's access changes.
+            scope = dict(scope, user=await _user_for_token(keys[0]), auth_token=keys[0])
         return await super().__call__(scope, receive, send)

@@ -23,6 +23,7 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job_cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry_view, name="job_retry"),
+    path("workers/", views.worker_list_view, name="worker_list"),
     path("artifacts/<int:pk>/download/", views.artifact_download, name="artifact_download"),
     path("tokens/", views.tokens, name="tokens"),
 ]

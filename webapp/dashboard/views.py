@@ -7,6 +7,7 @@ import json
 from functools import wraps
 
 import modelcodecs
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -26,6 +27,7 @@ from webapp.dashboard.services import api_token_create, api_token_revoke
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_get, job_list
 from webapp.jobs.services import job_cancel, job_retry, job_submit
+from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user, worker_queues_online
 from webapp.registry.selectors import (artifact_get, artifact_list, dataset_list, model_get, model_list,
                                        pair_get, pair_list)
 from webapp.registry.services import (artifact_download_name, artifact_open, dataset_register_from_path,
@@ -216,11 +218,14 @@ def job_new(request, team):
             initial[key] = request.GET[key]
     form = JobForm(request.POST or None, initial=initial, codecs=modelcodecs.list_codecs(),
                    pairs=pair_list(team=team), artifacts=artifact_list(team=team), models=model_list(team=team),
-                   datasets=dataset_list(team=team))
+                   datasets=dataset_list(team=team), queues_online=worker_queues_online())
     if request.method == "POST" and form.is_valid():
         job = _service_call(request, job_submit, team=team, user=request.user, **form.service_kwargs())
         if job is not None:
-            messages.success(request, f"Job #{job.pk} queued.")
+            messages.success(request, f"Job #{job.pk} queued on {job.queue}.")
+            warning = job_queue_warning(job=job)
+            if warning:
+                messages.warning(request, warning)
             return redirect("dashboard:job_detail", job.pk)
     return _render(request, "dashboard/job_form.html", {"form": form})
 
@@ -231,6 +236,7 @@ def job_detail(request, pk: int):
     artifact = getattr(job, "output_artifact", None) if job.kind == Job.Kind.COMPRESS else None
     return _render(request, "dashboard/job_detail.html", {
         "job": job,
+        "queue_warning": job_queue_warning(job=job),
         "artifact": artifact,
         "final_statuses": sorted(Job.TERMINAL),
         "codec_config_json": json.dumps(job.codec_config, sort_keys=True),
@@ -255,6 +261,13 @@ def job_retry_view(request, pk: int):
         messages.success(request, f"Job #{new.pk} queued (retry of #{job.pk}).")
         return redirect("dashboard:job_detail", new.pk)
     return redirect("dashboard:job_detail", job.pk)
+
+
+# ---- workers -------------------------------------------------------------------------------------------------
+@login_required
+def worker_list_view(request):
+    return _render(request, "dashboard/workers.html", {"workers": worker_list_live_for_user(user=request.user),
+                                                       "timeout": round(settings.DELTAVAULT_WORKER_TIMEOUT)})
 
 
 # ---- artifacts -----------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
 from webapp.core.teams_api import request_team_filter, request_team_for_write
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_get, job_list, job_state
-from webapp.jobs.services import job_cancel, job_retry, job_submit
+from webapp.jobs.services import QUEUE_AUTO, job_cancel, job_retry, job_submit
+from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user
 from webapp.registry.selectors import artifact_get, dataset_get, model_get, pair_get
 
 
@@ -40,6 +41,15 @@ class _JobOutput(serializers.Serializer):
 
     def to_representation(self, instance):
         return job_state(instance) if isinstance(instance, Job) else super().to_representation(instance)
+
+
+class _JobQueueCheckedOutput(_JobOutput):
+    """The job's state plus whether a live worker serves its queue."""
+
+    queue_warning = serializers.CharField(help_text="Set when no live worker serves the job's queue.")
+
+    def to_representation(self, instance):
+        return dict(job_state(instance), queue_warning=job_queue_warning(job=instance))
 
 
 class JobListApi(Api):
@@ -79,9 +89,11 @@ class JobCreateApi(Api):
         dataset = serializers.IntegerField(required=False, allow_null=True)
         codec_config = serializers.JSONField(required=False, help_text='e.g. {"id": "fmdelta"} or "zstd"')
         options = serializers.DictField(required=False, help_text='e.g. {"threads": 2}')
-        queue = serializers.ChoiceField(choices=Job.Queue.choices, default=Job.Queue.CPU)
+        queue = serializers.ChoiceField(
+            choices=[*Job.Queue.choices, (QUEUE_AUTO, "Auto")], default=QUEUE_AUTO,
+            help_text="auto: gpu for work that runs models when a live GPU worker serves it, else cpu.")
 
-    class OutputSerializer(_JobOutput):
+    class OutputSerializer(_JobQueueCheckedOutput):
         pass
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
@@ -105,7 +117,7 @@ class JobCollectionApi(JobListApi, JobCreateApi):
 
 
 class JobDetailApi(Api):
-    class OutputSerializer(_JobOutput):
+    class OutputSerializer(_JobQueueCheckedOutput):
         pass
 
     @extend_schema(responses={200: OutputSerializer})
@@ -135,3 +147,28 @@ class JobRetryApi(Api):
     def post(self, request, id: int):
         job = job_retry(job=job_get(id=id, user=request.user), user=request.user)
         return Response(self.OutputSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class WorkerListApi(Api):
+    """The live workers (a heartbeat within ``DELTAVAULT_WORKER_TIMEOUT`` seconds): queues, device, the jobs
+    they run now (ids only for jobs of other teams are left out)."""
+
+    class OutputSerializer(serializers.Serializer):
+        class CurrentJob(serializers.Serializer):
+            id = serializers.IntegerField()
+            kind = serializers.CharField()
+            progress = serializers.FloatField()
+
+        name = serializers.CharField()
+        hostname = serializers.CharField()
+        queues = serializers.ListField(child=serializers.CharField())
+        device = serializers.DictField(help_text="cpu_cores; gpu_name, gpu_memory_bytes when torch sees a GPU.")
+        current_jobs = CurrentJob(many=True, help_text="Running jobs of your teams on this worker.")
+        running_jobs = serializers.IntegerField(help_text="Running jobs of all teams on this worker.")
+        started_at = serializers.DateTimeField()
+        last_heartbeat = serializers.DateTimeField()
+
+    @extend_schema(responses={200: OutputSerializer(many=True)})
+    def get(self, request):
+        workers = worker_list_live_for_user(user=request.user)
+        return Response(self.OutputSerializer(workers, many=True).data)

@@ -4,6 +4,29 @@ from django.db import models
 from webapp.teams.models import Team
 
 
+class Worker(models.Model):
+    """A Celery worker process that reports a heartbeat (``webapp.jobs.worker_services.worker_heartbeat``). A worker
+    whose last heartbeat is older than ``DELTAVAULT_WORKER_TIMEOUT`` seconds is gone (selectors decide; rows of
+    workers that stopped cleanly are deleted, rows of dead ones are pruned by the sweeper)."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="Celery node name, e.g. cpu@host.")
+    hostname = models.CharField(max_length=200, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    queues = models.JSONField(default=list, blank=True)
+    device = models.JSONField(default=dict, blank=True,
+                              help_text="cpu_cores; gpu_name and gpu_memory_bytes when torch sees a GPU.")
+    held_jobs = models.JSONField(default=list, blank=True,
+                                 help_text="Ids of the jobs the worker held (running or waiting to) at the heartbeat.")
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Job(models.Model):
     """One unit of background work. The row is the source of truth for the UI: every websocket message is built
     from it (``webapp.jobs.selectors.job_state``)."""
@@ -49,6 +72,9 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(default=False)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     celery_task_id = models.CharField(max_length=64, blank=True, default="")
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
+                               help_text="The worker that runs (or last ran) the job.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker started the job.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

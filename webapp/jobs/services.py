@@ -14,22 +14,30 @@ import traceback
 import uuid
 
 import modelcodecs
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from webapp.core.exceptions import ApplicationError
-from webapp.jobs.models import Job
+from webapp.jobs.models import Job, Worker
 from webapp.jobs.reporter import JobReporter, job_progress_publish, log_tail
 from webapp.jobs.runners import JOB_KINDS, JobInputs, job_restored_dir, job_work_dir
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
 from webapp.teams.models import Team
+from webapp.jobs.worker_selectors import job_orphaned, worker_gpu_online
 from webapp.teams.services import team_require_write
 from workers.tasks import run_job as run_job_task
 
 logger = logging.getLogger(__name__)
 
 JOB_OPTIONS = frozenset({"threads", "max_tokens"})
+# ``queue="auto"`` at submit: the gpu queue for work that runs models when a live worker there has a GPU, else cpu.
+QUEUE_AUTO = "auto"
+# Database errors a task retries (connection refused or lost, slots exhausted, pool timeout), as opposed to data
+# errors (IntegrityError and the like), which are the job's own failure.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 # ---- submit / cancel / retry / fail --------------------------------------------------------------------------
@@ -68,15 +76,16 @@ def job_submit(
     dataset: Dataset | None = None,
     codec_config: dict | None = None,
     options: dict | None = None,
-    queue: str = Job.Queue.CPU,
+    queue: str = QUEUE_AUTO,
     retry_of: Job | None = None,
 ) -> Job:
-    """Validate, create the queued Job row and queue ``run_job`` on ``queue`` once the transaction commits."""
+    """Validate, create the queued Job row and queue ``run_job`` on ``queue`` once the transaction commits.
+    ``queue="auto"`` picks gpu for work that runs models when a live GPU worker serves it, else cpu."""
     team_require_write(user=user, team=team)
     inputs = JobInputs(pair=pair, artifact=artifact, model=model, dataset=dataset, codec_config=codec_config)
     _check_team(team, inputs)
-    if queue not in Job.Queue.values:
-        raise ApplicationError(f"Unknown queue {queue!r}; one of {', '.join(Job.Queue.values)}.")
+    if queue not in (*Job.Queue.values, QUEUE_AUTO):
+        raise ApplicationError(f"Unknown queue {queue!r}; one of {', '.join([*Job.Queue.values, QUEUE_AUTO])}.")
     options = _options_clean(options)
     job_kind = JOB_KINDS.get(kind)
     if job_kind is None:
@@ -85,6 +94,8 @@ def job_submit(
     if extra:
         raise ApplicationError(f"A {kind} job takes {_describe(job_kind.inputs)} only, not {_describe(extra)}.")
     inputs = job_kind.check(inputs)
+    if queue == QUEUE_AUTO:
+        queue = Job.Queue.GPU if _runs_models(kind, inputs.codec_config) and worker_gpu_online() else Job.Queue.CPU
 
     job = Job(
         team=team, created_by=user, kind=kind, queue=queue, pair=inputs.pair, artifact=inputs.artifact,
@@ -93,11 +104,24 @@ def job_submit(
     )
     job.full_clean()
     job.save()
-    transaction.on_commit(lambda: _job_enqueue(job_id=job.pk))
+    transaction.on_commit(lambda: job_enqueue(job_id=job.pk))
     return job
 
 
-def _job_enqueue(*, job_id: int) -> None:
+def _runs_models(kind: str, codec_config: dict | None) -> bool:
+    """Evaluating runs a model; so does compressing with a codec whose ``runs_models`` is set."""
+    if kind == Job.Kind.EVALUATE:
+        return True
+    codec_id = (codec_config or {}).get("id")
+    try:
+        return bool(codec_id) and modelcodecs.get_codec_class(codec_id).runs_models
+    except modelcodecs.ModelCodecError:
+        return False
+
+
+def job_enqueue(*, job_id: int) -> None:
+    """Send the job's task to its queue (after submit, and again when the sweep finds its message gone). Sending
+    twice is harmless: a worker claims the row only while it is queued."""
     job = Job.objects.select_related("team").get(pk=job_id)
     try:
         run_job_task.apply_async(args=[job.pk], queue=job.queue, task_id=job.celery_task_id or None)
@@ -120,6 +144,8 @@ def job_cancel(*, job: Job, user: AbstractBaseUser) -> Job:
     if not stopped:
         Job.objects.filter(pk=job.pk).update(cancel_requested=True)
     job.refresh_from_db()
+    if job_orphaned(job=job):  # no worker will ever notice the flag: finish it now
+        return _job_finish_orphan(job=job, status=Job.Status.CANCELLED, error="")
     # No revoke: the task still reaches a worker, which skips the cancelled row (job_run) in no time.
     job_progress_publish(job=job)
     return job
@@ -151,6 +177,43 @@ def job_fail(*, job: Job, error: str, log: str = "") -> Job:
     return job
 
 
+def job_orphan_recover(*, job: Job) -> Job | None:
+    """A running job whose worker is gone (``job_orphaned``): cancelled if a cancel was asked, requeued if
+    ``DELTAVAULT_ORPHAN_REQUEUE`` is on and it was started once only, otherwise failed. Its partial files are
+    removed. Returns None when another process changed the row first."""
+    who = job.worker.name if job.worker_id and job.worker else "its worker"
+    if job.cancel_requested:
+        return _job_finish_orphan(job=job, status=Job.Status.CANCELLED, error="")
+    if settings.DELTAVAULT_ORPHAN_REQUEUE and job.attempts < 2:
+        return _job_finish_orphan(job=job, status=Job.Status.QUEUED, error="",
+                                  note=f"{who} stopped while running the job: requeued once")
+    return _job_finish_orphan(
+        job=job, status=Job.Status.FAILED,
+        error=f"The worker running this job ({who}) stopped (killed, out of memory or lost); retry the job.")
+
+
+def _job_finish_orphan(*, job: Job, status: str, error: str, note: str = "") -> Job | None:
+    now = timezone.now()
+    fields = {"status": status, "error": error, "stage": status}
+    if status == Job.Status.QUEUED:
+        fields.update(progress=0.0, started_at=None, finished_at=None, worker=None)
+    else:
+        fields.update(finished_at=now)
+    changed = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker_id=job.worker_id).update(**fields)
+    job.refresh_from_db()
+    if not changed:
+        return None
+    _job_files_cleanup(job=job)
+    note = note or (f"cancelled: {job.worker or 'the worker'} is gone" if status == Job.Status.CANCELLED
+                    else error)
+    job.log_tail = log_tail(f"{job.log_tail}\n{note}" if job.log_tail else note)
+    job.save(update_fields=["log_tail"])
+    job_progress_publish(job=job)
+    if status == Job.Status.QUEUED:
+        job_enqueue(job_id=job.pk)
+    return job
+
+
 def _job_files_cleanup(*, job: Job) -> None:
     """Remove an unfinished run's files: its scratch folder and a half-restored output."""
     for path in (job_work_dir(job), job_restored_dir(job)):
@@ -158,19 +221,26 @@ def _job_files_cleanup(*, job: Job) -> None:
 
 
 # ---- running -------------------------------------------------------------------------------------------------
-def job_run(*, job: Job) -> Job:
-    """Do the job's work now, in this process (the Celery task calls this). Returns the job in its final state.
+def job_run(*, job: Job, worker_name: str = "", resume: bool = False) -> Job:
+    """Do the job's work now, in this process (the Celery task calls this, with its worker's name). Returns the
+    job in its final state.
 
-    A job that already finished is left alone; a job found ``running`` (its worker died and the broker handed the
-    task on) is run again from the start.
+    The row is claimed only while it is ``queued``, so a duplicate message never runs a job twice; ``resume``
+    (a task retried after a database error) may also reclaim a row this same worker had claimed. A running job
+    whose worker died is recovered by the sweep (``job_orphan_recover``), not by a redelivered message. Database
+    errors propagate (the task retries them); every other error fails the job.
     """
     job.refresh_from_db()
     if job.is_terminal:
         return job
     now = timezone.now()
-    started = Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+    claim = Q(status=Job.Status.QUEUED)
+    if resume and worker_name:
+        claim |= Q(status=Job.Status.RUNNING, worker__name=worker_name)
+    worker = Worker.objects.filter(name=worker_name).first() if worker_name else None
+    started = Job.objects.filter(claim, pk=job.pk).update(
         status=Job.Status.RUNNING, started_at=now, progress=0.0, stage="starting", error="", finished_at=None,
-        metrics={},
+        metrics={}, worker=worker, attempts=F("attempts") + 1,
     )
     job.refresh_from_db()
     if not started:
@@ -186,6 +256,8 @@ def job_run(*, job: Job) -> Job:
         metrics = JOB_KINDS[job.kind].run(job=job, reporter=reporter)
     except modelcodecs.CancelledError:
         return _job_finish_cancelled(job=job, reporter=reporter)
+    except TRANSIENT_DB_ERRORS:
+        raise
     except (modelcodecs.ModelCodecError, ApplicationError) as exc:
         message = exc.message if isinstance(exc, ApplicationError) else str(exc)
         reporter.log(f"failed: {message}")

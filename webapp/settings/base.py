@@ -56,6 +56,19 @@ DELTAVAULT_JOB_THREADS = env_int("DELTAVAULT_JOB_THREADS", 0) or None
 DELTAVAULT_PROGRESS_INTERVAL = float(os.environ.get("DELTAVAULT_PROGRESS_INTERVAL", "0.2"))
 # How often a running job reads cancel_requested from the database (seconds).
 DELTAVAULT_CANCEL_CHECK_INTERVAL = float(os.environ.get("DELTAVAULT_CANCEL_CHECK_INTERVAL", "0.5"))
+# Workers and the sweeper (webapp.jobs.worker_services; run by every worker, workers/heartbeat.py). A worker writes
+# its heartbeat every HEARTBEAT seconds and counts as gone after TIMEOUT seconds of silence; every SWEEP seconds a
+# worker fails (or, with ORPHAN_REQUEUE, requeues once) the running jobs no live worker holds, and re-sends the
+# queued jobs older than RECONCILE_GRACE seconds that have no broker message. Defaults: a dead worker's job is
+# failed within TIMEOUT + SWEEP = 90 s.
+DELTAVAULT_WORKER_HEARTBEAT = float(os.environ.get("DELTAVAULT_WORKER_HEARTBEAT", "10"))
+DELTAVAULT_WORKER_TIMEOUT = float(os.environ.get("DELTAVAULT_WORKER_TIMEOUT", "60"))
+DELTAVAULT_SWEEP_INTERVAL = float(os.environ.get("DELTAVAULT_SWEEP_INTERVAL", "30"))
+DELTAVAULT_RECONCILE_GRACE = float(os.environ.get("DELTAVAULT_RECONCILE_GRACE", "30"))
+DELTAVAULT_ORPHAN_REQUEUE = env_bool("DELTAVAULT_ORPHAN_REQUEUE", False)
+# A task that meets a database error (connection refused, slots exhausted) is retried this many times, waiting
+# 1, 2, 4 … (at most 60) seconds in between.
+DELTAVAULT_TASK_DB_RETRIES = env_int("DELTAVAULT_TASK_DB_RETRIES", 8)
 
 # ---- Django --------------------------------------------------------------------------------------------------
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -87,6 +100,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.core.middleware.DatabaseBusyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -122,6 +136,17 @@ DATABASES = {
     )
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# PostgreSQL connections are bounded: with DATABASE_POOL_MAX_SIZE > 0 a process shares at most that many
+# connections (psycopg_pool), a request waits up to DATABASE_POOL_TIMEOUT seconds for one and then gets a 503
+# (webapp.core.middleware.DatabaseBusyMiddleware). The web server turns it on (webapp/asgi.py: each concurrent
+# request runs in its own thread and would otherwise open its own connection); workers hold one per process.
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 0)
+if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # pooled connections go back to the pool, not kept per thread
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the workers write concurrently: take the write lock at BEGIN and wait for it (instead of
     # failing with "database is locked" when a deferred transaction upgrades), and let readers run beside a writer.
@@ -201,10 +226,18 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SSL = REDIS_URL.startswith("rediss://")
 
+# channels-redis waits for a socket's next message with a blocking pop of 5 s (``brpop_timeout``); redis-py's
+# default socket timeout is 5 s too, so an idle socket's read could time out first and daphne closed it (1011)
+# every ~5 s. The read timeout must stay well above the blocking pop.
+CHANNELS_REDIS_SOCKET_TIMEOUT = float(os.environ.get("CHANNELS_REDIS_SOCKET_TIMEOUT", "30"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNELS_PREFIX", "deltavault")},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT,
+                       "socket_connect_timeout": 5, "socket_keepalive": True}],
+            "prefix": os.environ.get("CHANNELS_PREFIX", "deltavault"),
+        },
     }
 }
 

@@ -5,6 +5,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from webapp.core.exceptions import ApplicationError
+from webapp.core.live import user_sockets_recheck
 from webapp.teams.models import Membership, Team
 from webapp.teams.selectors import membership_role, user_can_write, user_is_team_admin
 
@@ -76,6 +77,7 @@ def membership_remove(*, team: Team, user: AbstractBaseUser, by: AbstractBaseUse
     if role == Membership.Role.ADMIN:
         _require_another_admin(team=team, user=user)
     Membership.objects.filter(team=team, user=user).delete()
+    user_sockets_recheck(user_id=user.pk)  # her open sockets on the team's jobs close within seconds
 
 
 def _require_another_admin(*, team: Team, user: AbstractBaseUser) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.factories import job_create, pair_create
 from webapp.jobs.models import Job
-from workers.tasks import run_job
+from workers.tasks import db_retry_countdown, run_job
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +15,7 @@ class RunJobTaskTests:
     def test_delegates_to_job_run(self, world):
         job = job_create(team=world["acme"], pair=pair_create(team=world["acme"]))
 
-        def fake_run(*, job):
+        def fake_run(*, job, **_):
             job.status = Job.Status.SUCCEEDED
             return job
 
@@ -46,6 +46,61 @@ class RunJobTaskTests:
         assert run_job.apply(args=[job.pk]).get() == {"job_id": job.pk, "status": "succeeded"}
         job.refresh_from_db()
         assert job.output_artifact.ratio > 0
+
+
+class DatabaseErrorTests:
+    """A database error in the task (connection slots exhausted) used to fail the task, fail the failure hook the
+    same way, and acknowledge the message: the job stayed queued for ever."""
+
+    def test_a_database_error_is_retried_with_backoff_and_the_job_runs(self, world):
+        from django.db import OperationalError
+
+        job = job_create(team=world["acme"], pair=pair_create(team=world["acme"]))
+        calls = []
+
+        def flaky_run(*, job, worker_name, resume):
+            calls.append(resume)
+            if len(calls) == 1:
+                raise OperationalError("FATAL: remaining connection slots are reserved")
+            job.status = Job.Status.SUCCEEDED
+            return job
+
+        with mock.patch("webapp.jobs.services.job_run", side_effect=flaky_run), \
+                mock.patch("workers.tasks.db_retry_countdown", wraps=db_retry_countdown) as countdown:
+            result = run_job.apply(args=[job.pk], throw=False).get()
+        assert result == {"job_id": job.pk, "status": "succeeded"}
+        assert calls == [False, True]          # the retry may reclaim the row this worker had claimed
+        assert countdown.call_args.args == (0,)
+
+    def test_backoff_doubles_up_to_a_minute(self):
+        assert [db_retry_countdown(n) for n in (0, 1, 2, 3, 10)] == [1, 2, 4, 8, 60]
+
+    def test_the_failure_hook_retries_database_errors(self, world):
+        from django.db import OperationalError
+
+        from webapp.jobs.services import job_fail as real_job_fail
+
+        job = job_create(team=world["acme"], status=Job.Status.RUNNING)
+        with mock.patch("webapp.jobs.services.job_fail",
+                        side_effect=[OperationalError("too many clients"), real_job_fail]) as job_fail, \
+                mock.patch("workers.tasks.time.sleep") as sleep, \
+                mock.patch("webapp.jobs.services.job_run", side_effect=MemoryError("oom")):
+            run_job.apply(args=[job.pk], throw=False)
+        assert job_fail.call_count == 2 and sleep.call_count == 1
+        job.refresh_from_db()
+        assert job.status == Job.Status.FAILED
+
+    def test_a_database_that_stays_down_leaves_the_row_for_the_sweep(self, world):
+        from django.db import OperationalError
+
+        job = job_create(team=world["acme"], status=Job.Status.RUNNING)
+        with mock.patch("webapp.jobs.services.job_fail", side_effect=OperationalError("down")) as job_fail, \
+                mock.patch("workers.tasks.time.sleep"), \
+                mock.patch("webapp.jobs.services.job_run", side_effect=MemoryError("oom")):
+            outcome = run_job.apply(args=[job.pk], throw=False)
+        assert outcome.failed() and job_fail.call_count == 4
+        job.refresh_from_db()
+        assert job.status == Job.Status.RUNNING   # not lost: jobs_sweep finds it (no worker holds it)
 
 
 class CeleryConfigTests:
