@@ -16,7 +16,7 @@ FAIL_HOOK_WAITS = (0.5, 1.0, 2.0)
 def _fail_job(job_id, exc, einfo) -> None:
     """Record the failure; on a database error try again a few times. If the database stays unreachable the row
     keeps its state and the sweep recovers it (a running job no worker holds, or a queued one with no message)."""
-    from django.db import close_old_connections
+    from django.db import connection
 
     from webapp.jobs.models import Job
     from webapp.jobs.services import TRANSIENT_DB_ERRORS, job_fail
@@ -31,7 +31,8 @@ def _fail_job(job_id, exc, einfo) -> None:
             if wait is None:
                 logger.exception("could not record the failure of job %s; the sweep will", job_id)
                 return
-            close_old_connections()
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()  # the next attempt reconnects
             time.sleep(wait)
 
 
@@ -51,7 +52,6 @@ def run_job(self, job_id: int) -> dict:
     """Run one Job row (``webapp.jobs.services.job_run``) and return its final status. A database error is
     retried with backoff (the retry is sent before this message is acknowledged)."""
     from django.conf import settings
-    from django.db import close_old_connections
 
     from webapp.jobs.models import Job
     from webapp.jobs.services import TRANSIENT_DB_ERRORS, job_run
@@ -62,8 +62,7 @@ def run_job(self, job_id: int) -> dict:
             logger.warning("run_job: job %s does not exist (deleted?)", job_id)
             return {"job_id": job_id, "status": "missing"}
         job = job_run(job=job, worker_name=self.request.hostname or "", resume=self.request.retries > 0)
-    except TRANSIENT_DB_ERRORS as exc:
-        close_old_connections()
+    except TRANSIENT_DB_ERRORS as exc:  # the retry starts on a fresh connection (Celery's Django fixup)
         logger.warning("run_job %s: database error (%s); retrying", job_id, exc)
         raise self.retry(exc=exc, countdown=db_retry_countdown(self.request.retries),
                          max_retries=settings.DELTAVAULT_TASK_DB_RETRIES)

@@ -148,7 +148,7 @@ class JobRunCompressTests:
         assert job.status == Job.Status.CANCELLED
 
     def test_a_rerun_after_a_crash_cleans_the_leftovers(self, world, pair, dv_dirs):
-        job = _compress_job(world, pair, status=Job.Status.RUNNING)  # its worker died
+        job = _compress_job(world, pair, attempts=1)  # its worker died; the sweep requeued it
         leftover = dv_dirs["home"] / "tmp" / f"job-{job.pk}"
         leftover.mkdir(parents=True)
         (leftover / "artifact.dvz").write_bytes(b"half-written")

@@ -81,8 +81,14 @@ class DatabaseErrorTests:
         from webapp.jobs.services import job_fail as real_job_fail
 
         job = job_create(team=world["acme"], status=Job.Status.RUNNING)
-        with mock.patch("webapp.jobs.services.job_fail",
-                        side_effect=[OperationalError("too many clients"), real_job_fail]) as job_fail, \
+        errors = [OperationalError("too many clients")]
+
+        def flaky_fail(**kwargs):
+            if errors:
+                raise errors.pop()
+            return real_job_fail(**kwargs)
+
+        with mock.patch("webapp.jobs.services.job_fail", side_effect=flaky_fail) as job_fail, \
                 mock.patch("workers.tasks.time.sleep") as sleep, \
                 mock.patch("webapp.jobs.services.job_run", side_effect=MemoryError("oom")):
             run_job.apply(args=[job.pk], throw=False)
