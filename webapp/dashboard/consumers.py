@@ -84,6 +84,7 @@ class _JobEventsConsumer(_RefusingConsumer):
 
     def access_recheck(self, event):
         if not self._still_allowed():
+            self.disconnect(CLOSE_ACCESS_REVOKED)  # leave the groups now: not one more update reaches the socket
             self.close(code=CLOSE_ACCESS_REVOKED)
 
     def receive_json(self, content, **kwargs):

@@ -58,6 +58,16 @@ async def _connect(application, path, headers=ORIGIN):
     return communicator, connected, code
 
 
+async def _refused(application, path, headers=ORIGIN) -> int:
+    """Refusals complete the handshake and then close with a code (a refused handshake is an HTTP 403 that a
+    browser cannot tell from a network error, and retries)."""
+    comm, connected, _ = await _connect(application, path, headers)
+    assert connected, "refused at the handshake (HTTP 403) instead of with a close code"
+    message = await comm.receive_output()
+    assert message["type"] == "websocket.close", message
+    return message["code"]
+
+
 async def _assert_no_groups_left():
     layer = get_channel_layer()
     assert layer.groups == {}
@@ -100,20 +110,72 @@ async def test_session_cookie_authenticates(application, world):
 
 
 async def test_anonymous_is_refused(application, world):
-    comm, connected, code = await _connect(application, f"/ws/jobs/{world['job'].pk}/")
-    assert not connected
-    assert code == 4401
-    comm, connected, code = await _connect(application, f"/ws/jobs/{world['job'].pk}/?token=not-a-token")
-    assert not connected
-    assert code == 4401
+    assert await _refused(application, f"/ws/jobs/{world['job'].pk}/") == 4401
+    assert await _refused(application, f"/ws/jobs/{world['job'].pk}/?token=not-a-token") == 4401
     await _assert_no_groups_left()
 
 
 async def test_other_teams_job_is_refused_like_a_missing_one(application, world):
-    comm, connected, code = await _connect(application, f"/ws/jobs/{world['foreign'].pk}/?token={world['alice_token']}")
-    assert (connected, code) == (False, 4404)
-    comm, connected, code = await _connect(application, f"/ws/jobs/999999/?token={world['alice_token']}")
-    assert (connected, code) == (False, 4404)
+    assert await _refused(application, f"/ws/jobs/{world['foreign'].pk}/?token={world['alice_token']}") == 4404
+    assert await _refused(application, f"/ws/jobs/999999/?token={world['alice_token']}") == 4404
+    await _assert_no_groups_left()
+
+
+@pytest.mark.parametrize("path", ["/ws/jobs/-1/", "/ws/teams/..%2Fbravo/jobs/", "/ws/jobs/abc/", "/ws/nothing/"])
+async def test_unknown_paths_are_not_found_not_a_server_error(application, world, path):
+    assert await _refused(application, f"{path}?token={world['alice_token']}") == 4404
+    await _assert_no_groups_left()
+
+
+async def test_removing_a_member_closes_her_open_sockets(application, world):
+    from webapp.teams.services import membership_add, membership_remove
+
+    await sync_to_async(membership_add)(team=world["acme"], user=world["bob"], by=world["alice"])
+    bob = f"?token={world['bob_token']}"
+    team_socket, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/{bob}")
+    assert connected and (await team_socket.receive_json_from())["type"] == "jobs.state"
+    job_socket, connected, _ = await _connect(application, f"/ws/jobs/{world['job'].pk}/{bob}")
+    assert connected and (await job_socket.receive_json_from())["type"] == "job.state"
+    own_team, connected, _ = await _connect(application, f"/ws/teams/other/jobs/{bob}")
+    assert connected and (await own_team.receive_json_from())["type"] == "jobs.state"
+    alice_socket, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/?token={world['alice_token']}")
+    assert connected and await alice_socket.receive_json_from()
+
+    await sync_to_async(membership_remove)(team=world["acme"], user=world["bob"], by=world["alice"])
+    assert await team_socket.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+    assert await job_socket.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+    # Nothing more reaches her, and her own team's socket and the others' sockets stay open.
+    await get_channel_layer().group_send("team-other", {"type": "job.update", "job": {"id": 1}})
+    assert (await own_team.receive_json_from())["job"] == {"id": 1}
+    await get_channel_layer().group_send("team-acme", {"type": "job.update", "job": {"id": 2}})
+    assert (await alice_socket.receive_json_from())["job"] == {"id": 2}
+    for comm in (team_socket, job_socket, own_team, alice_socket):
+        await comm.disconnect()
+    await _assert_no_groups_left()
+
+
+async def test_revoking_a_token_closes_the_sockets_opened_with_it(application, world):
+    from webapp.dashboard.services import api_token_create, api_token_revoke
+
+    by_token, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/?token={world['alice_token']}")
+    assert connected and await by_token.receive_json_from()
+    client = Client()
+    await sync_to_async(client.force_login)(world["alice"])
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    by_session, connected, _ = await _connect(application, "/ws/teams/acme/jobs/", headers=[*ORIGIN, (b"cookie", cookie)])
+    assert connected and await by_session.receive_json_from()
+
+    await sync_to_async(api_token_revoke)(user=world["alice"])
+    assert await by_token.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+    assert await by_session.receive_nothing(timeout=0.3)   # the session still holds
+    await by_session.disconnect()
+
+    # Replacing the token (a new one revokes the old) does the same.
+    token = (await sync_to_async(api_token_create)(user=world["alice"])).key
+    again, connected, _ = await _connect(application, f"/ws/jobs/{world['job'].pk}/?token={token}")
+    assert connected and await again.receive_json_from()
+    await sync_to_async(api_token_create)(user=world["alice"])
+    assert await again.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
     await _assert_no_groups_left()
 
 
@@ -152,10 +214,8 @@ async def test_team_socket_lists_recent_jobs_then_forwards_updates(application, 
 
 
 async def test_team_socket_refuses_teams_the_user_is_not_in(application, world):
-    comm, connected, code = await _connect(application, f"/ws/teams/other/jobs/?token={world['alice_token']}")
-    assert (connected, code) == (False, 4404)
-    comm, connected, code = await _connect(application, f"/ws/teams/nope/jobs/?token={world['alice_token']}")
-    assert (connected, code) == (False, 4404)
+    assert await _refused(application, f"/ws/teams/other/jobs/?token={world['alice_token']}") == 4404
+    assert await _refused(application, f"/ws/teams/nope/jobs/?token={world['alice_token']}") == 4404
     await _assert_no_groups_left()
 
 
