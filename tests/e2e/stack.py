@@ -122,6 +122,22 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError(f"celery worker not ready within {timeout} s:\n{tail(log)}")
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the whole process group (a worker's main process and its pool children): nothing runs its
+        shutdown code."""
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def start_redis(self) -> None:
+        """(Re)start the stack's redis-server on its port, without persistence: a restart loses what it held."""
+        port = urlsplit(self.redis_url).port
+        redis = self._spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.home)])
+        wait_for_port(port, 20, redis, "redis-server")
+
     def stop(self, name: str, timeout: float = 15) -> None:
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
@@ -182,6 +198,11 @@ def start_stack(home: Path, *, extra_env: dict | None = None) -> Stack:
         "DELTAVAULT_PROGRESS_INTERVAL": "0.02",
         "DELTAVAULT_CANCEL_CHECK_INTERVAL": "0.05",
         "DELTAVAULT_JOB_THREADS": "1",
+        # Heartbeats and sweeps in fractions of seconds, so fault tests take seconds, not minutes.
+        "DELTAVAULT_WORKER_HEARTBEAT": "0.5",
+        "DELTAVAULT_WORKER_TIMEOUT": "3",
+        "DELTAVAULT_SWEEP_INTERVAL": "1",
+        "DELTAVAULT_RECONCILE_GRACE": "2",
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "1",
     })
@@ -197,9 +218,7 @@ def start_stack(home: Path, *, extra_env: dict | None = None) -> Stack:
     stack = Stack(home=home, env=env, base_url=f"http://127.0.0.1:{web_port}", redis_url=redis_url,
                   database_url=env.get("DATABASE_URL"), _pg_admin=admin)
     try:
-        redis = stack._spawn("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                       "--save", "", "--appendonly", "no", "--dir", str(home)])
-        wait_for_port(redis_port, 20, redis, "redis-server")
+        stack.start_redis()
         stack.manage("migrate", "--noinput", "-v", "0")
         if not database_url:
             # WAL lets daphne read while the worker writes progress (the mode is stored in the file).

@@ -202,16 +202,20 @@ def test_cross_team_websockets_are_refused(stack, accounts, api_alice, context):
     page = context.new_page()
     page.goto("/login/")
     bob = accounts["bob"]["token"]
-    state = page.evaluate(WS_COLLECT, [f"/ws/teams/acme/jobs/?token={bob}"])
-    assert not state["opened"] and state["messages"] == [], state
+    # Refused after the handshake with a close code (so a browser knows not to retry), never with data.
+    page.evaluate(WS_COLLECT, [f"/ws/teams/acme/jobs/?token={bob}"])
+    state = page.wait_for_function("window.__out.closed !== null && window.__out").json_value()
+    assert state["closed"] == 4404 and state["messages"] == [], state
     status, jobs = api_alice.get("/api/v1/jobs/?team=acme")
     assert status == 200
     if jobs["results"]:
         job_id = jobs["results"][0]["id"]
-        state = page.evaluate(WS_COLLECT, [f"/ws/jobs/{job_id}/?token={bob}"])
-        assert not state["opened"] and state["messages"] == [], state
+        page.evaluate(WS_COLLECT, [f"/ws/jobs/{job_id}/?token={bob}"])
+        state = page.wait_for_function("window.__out.closed !== null && window.__out").json_value()
+        assert state["closed"] == 4404 and state["messages"] == [], state
     # Anonymous (no cookie, no token) is refused as well; bob's own team works.
-    assert not page.evaluate(WS_COLLECT, ["/ws/teams/acme/jobs/"])["opened"]
+    page.evaluate(WS_COLLECT, ["/ws/teams/acme/jobs/"])
+    assert page.wait_for_function("window.__out.closed").json_value() == 4401
     assert page.evaluate(WS_COLLECT, [f"/ws/teams/other/jobs/?token={bob}"])["opened"]
 
 

@@ -34,6 +34,8 @@ class _JobOutput(serializers.Serializer):
     artifact_id = serializers.IntegerField(allow_null=True, help_text="The artifact this job produced.")
     retry_of_id = serializers.IntegerField(allow_null=True)
     cancel_requested = serializers.BooleanField()
+    worker = serializers.CharField(allow_null=True, help_text="The worker that runs (or last ran) the job.")
+    attempts = serializers.IntegerField(help_text="How many times a worker started the job.")
     team = serializers.CharField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)

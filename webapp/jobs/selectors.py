@@ -21,7 +21,7 @@ class JobFilter(django_filters.FilterSet):
 
 
 def _jobs() -> QuerySet[Job]:
-    return Job.objects.select_related("team", "pair", "artifact", "model", "dataset", "created_by")
+    return Job.objects.select_related("team", "pair", "artifact", "model", "dataset", "created_by", "worker")
 
 
 def job_list(*, team: Team | None = None, user: AbstractBaseUser | None = None,
@@ -76,6 +76,8 @@ def job_state(job: Job) -> dict:
         "artifact_id": output_artifact_id,
         "retry_of_id": job.retry_of_id,
         "cancel_requested": job.cancel_requested,
+        "worker": job.worker.name if job.worker_id and job.worker else None,
+        "attempts": job.attempts,
         "team": job.team.slug,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
