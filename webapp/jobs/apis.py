@@ -5,9 +5,9 @@ from rest_framework.response import Response
 from webapp.core.apis import Api, paginated
 from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
 from webapp.core.teams_api import request_team_filter, request_team_for_write
-from webapp.jobs.models import Job
+from webapp.jobs.models import QUEUE_AUTO, QUEUE_SUBMIT_CHOICES, Job
 from webapp.jobs.selectors import job_get, job_list, job_state
-from webapp.jobs.services import QUEUE_AUTO, job_cancel, job_retry, job_submit
+from webapp.jobs.services import job_cancel, job_retry, job_submit
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user
 from webapp.registry.selectors import artifact_get, dataset_get, model_get, pair_get
 
@@ -92,7 +92,7 @@ class JobCreateApi(Api):
         codec_config = serializers.JSONField(required=False, help_text='e.g. {"id": "fmdelta"} or "zstd"')
         options = serializers.DictField(required=False, help_text='e.g. {"threads": 2}')
         queue = serializers.ChoiceField(
-            choices=[*Job.Queue.choices, (QUEUE_AUTO, "Auto")], default=QUEUE_AUTO,
+            choices=QUEUE_SUBMIT_CHOICES, default=QUEUE_AUTO,
             help_text="auto: gpu for work that runs models when a live GPU worker serves it, else cpu.")
 
     class OutputSerializer(_JobQueueCheckedOutput):

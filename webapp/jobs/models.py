@@ -97,3 +97,8 @@ class Job(models.Model):
     @property
     def codec_id(self) -> str:
         return (self.codec_config or {}).get("id", "")
+
+
+# What a submit may ask for: a queue, or "auto" (webapp.jobs.services.job_submit picks one).
+QUEUE_AUTO = "auto"
+QUEUE_SUBMIT_CHOICES = [*Job.Queue.choices, (QUEUE_AUTO, "Auto")]

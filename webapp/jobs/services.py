@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from webapp.core.exceptions import ApplicationError
-from webapp.jobs.models import Job, Worker
+from webapp.jobs.models import QUEUE_AUTO, Job, Worker
 from webapp.jobs.reporter import JobReporter, job_progress_publish, log_tail
 from webapp.jobs.runners import JOB_KINDS, JobInputs, job_restored_dir, job_work_dir
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
@@ -33,8 +33,6 @@ from workers.tasks import run_job as run_job_task
 logger = logging.getLogger(__name__)
 
 JOB_OPTIONS = frozenset({"threads", "max_tokens"})
-# ``queue="auto"`` at submit: the gpu queue for work that runs models when a live worker there has a GPU, else cpu.
-QUEUE_AUTO = "auto"
 # Database errors a task retries (connection refused or lost, slots exhausted, pool timeout), as opposed to data
 # errors (IntegrityError and the like), which are the job's own failure.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)

@@ -220,6 +220,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {"JobQueueEnum": "webapp.jobs.models.Job.Queue",
+                            "JobQueueSubmitEnum": "webapp.jobs.models.QUEUE_SUBMIT_CHOICES"},
 }
 
 # ---- Redis, Channels -----------------------------------------------------------------------------------------
