@@ -166,9 +166,14 @@ def bench_burst(api: Api, pair_id: int, n: int, concurrency: int) -> dict:
     for status, _ in results:
         if status != 201:
             errors[status] = errors.get(status, 0) + 1
-    finals = [wait_job(api, job_id, timeout=600) for job_id in accepted]
+    deadline = time.monotonic() + 600
+    finals, statuses = [], {}
+    for job_id in accepted:
+        try:
+            finals.append(wait_job(api, job_id, timeout=max(1.0, deadline - time.monotonic())))
+        except TimeoutError:           # never finished: lost
+            statuses["stuck"] = statuses.get("stuck", 0) + 1
     total = time.monotonic() - t0
-    statuses = {}
     for job in finals:
         statuses[job["status"]] = statuses.get(job["status"], 0) + 1
     # A job run twice starts twice (attempts) or leaves two artifacts of its own.
@@ -181,7 +186,7 @@ def bench_burst(api: Api, pair_id: int, n: int, concurrency: int) -> dict:
         offset += len(page["results"])
         if not page["results"] or not page.get("next"):
             break
-    duplicates = sum(1 for job in finals if job["attempts"] > 1 or per_job.get(job["id"], 0) > 1)
+    duplicates = sum(1 for job in finals if job.get("attempts", 1) > 1 or per_job.get(job["id"], 0) > 1)
     return {"submitted": n, "concurrency": concurrency, "accepted": len(accepted), "errors": errors,
             "submit_seconds": submitted, "statuses": statuses, "duplicates": duplicates,
             "all_finished_seconds": total, "jobs_per_second": len(accepted) / total}
