@@ -245,7 +245,11 @@ def job_run(*, job: Job, worker_name: str = "", resume: bool = False) -> Job:
         return job
     _job_files_cleanup(job=job)  # a re-run after a crash starts clean
     reporter = JobReporter(job)
-    reporter.log(f"{job.kind} job #{job.pk} started on queue {job.queue}")
+    reporter.log(f"{job.kind} job #{job.pk} started on queue {job.queue}"
+                 + (f" by worker {worker.name}" if worker is not None else ""))
+    if job.queue == Job.Queue.GPU and worker is not None and not (worker.device or {}).get("gpu_name"):
+        reporter.log(f"note: worker {worker.name} serves the gpu queue but has no GPU torch can use: "
+                     "the job runs on its CPU")
     reporter.flush()
     if job.cancel_requested:
         return _job_finish_cancelled(job=job, reporter=reporter)

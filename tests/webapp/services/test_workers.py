@@ -198,3 +198,10 @@ class ClaimTests:
         job = running_job(world, worker, cancel_requested=True)
         assert job_run(job=job, worker_name="cpu@other", resume=True).status == Job.Status.RUNNING
         assert job_run(job=job, worker_name=worker.name, resume=True).status == Job.Status.CANCELLED
+
+    def test_a_gpu_job_on_a_worker_without_a_gpu_says_so_in_its_log(self, world):
+        worker = beat("both@a", queues=["cpu", "gpu"], device={"cpu_cores": 2})
+        job = job_create(team=world["acme"], queue="gpu", cancel_requested=True)
+        job = job_run(job=job, worker_name=worker.name)
+        assert "by worker both@a" in job.log_tail
+        assert "has no GPU torch can use: the job runs on its CPU" in job.log_tail
