@@ -56,8 +56,15 @@ def probe_gpu(timeout: float = 120) -> dict:
 
 def held_job_ids() -> list[int]:
     """Ids of the jobs this worker holds: running, reserved, or waiting in its timer for a retry."""
-    requests = [*worker_state.active_requests, *worker_state.reserved_requests,
-                *worker_state.scheduled_requests]
+    for _ in range(5):  # the consumer thread changes these sets while we copy them
+        try:
+            requests = [*worker_state.active_requests, *worker_state.reserved_requests,
+                        *worker_state.scheduled_requests]
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise RuntimeError("could not read the worker's requests")
     ids = []
     for request in requests:
         if request.task_name != RUN_JOB:
@@ -98,6 +105,9 @@ class Heartbeat(threading.Thread):
         if pending is not None:
             jobs_reconcile(pending_task_ids=pending)
 
+    def _probe(self) -> None:
+        self.device = {**self.device, **probe_gpu()}  # a new dict: a heartbeat may be reading the old one
+
     def _guarded(self, step) -> None:
         from django.db import close_old_connections
 
@@ -111,9 +121,10 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         from django.conf import settings
 
+        # The GPU probe imports torch (seconds): beside the heartbeats, never in their way.
+        threading.Thread(target=self._probe, name="deltavault-gpu-probe", daemon=True).start()
         self._guarded(self.beat)
         self._guarded(self.sweep)  # at worker start: recover what a previous crash or broker restart left
-        self.device.update(probe_gpu())
         next_sweep = time.monotonic() + settings.DELTAVAULT_SWEEP_INTERVAL
         while not self.stopping.wait(settings.DELTAVAULT_WORKER_HEARTBEAT):
             self._guarded(self.beat)
@@ -125,7 +136,8 @@ class Heartbeat(threading.Thread):
         from webapp.jobs.worker_services import worker_stopped
 
         self.stopping.set()
-        self.join(timeout=5)
+        if self.is_alive():
+            self.join(timeout=5)
         self._guarded(lambda: worker_stopped(name=self.name_))
 
 
