@@ -267,9 +267,12 @@ class ModelFolder:
     def read_range(self, file: str, start: int, end: int) -> bytearray:
         return _read_exact(self._handle(file), start, end - start)
 
-    def read_tensor(self, ref: TensorRef, into: ReadBuffer | None = None) -> bytearray | memoryview:
-        """The tensor's bytes: a new bytearray, or a view of ``into`` (valid until its next read)."""
-        return _read_exact(self._handle(ref.file), ref.offset, ref.spec.nbytes, into)
+    def read_tensor(self, ref: TensorRef, into: ReadBuffer | None = None,
+                    nbytes: int | None = None) -> bytearray | memoryview:
+        """The tensor's bytes (its first ``nbytes`` only, when given): a new bytearray, or a view of ``into``
+        (valid until its next read)."""
+        size = ref.spec.nbytes if nbytes is None else min(nbytes, ref.spec.nbytes)
+        return _read_exact(self._handle(ref.file), ref.offset, size, into)
 
     def tensor_sha256(self, ref: TensorRef) -> str:
         """sha256 of a tensor's bytes, read piece by piece (memory stays at one piece)."""
