@@ -28,13 +28,13 @@ from ._threads import resolve_threads
 from .abc import DTYPE_SIZES, CancelCheck, Codec, EncodedChunk, ProgressCallback, TensorSpec, check_cancel
 from .container import FORMAT_VERSION, ContainerReader, ContainerWriter, tensor_hash_keys
 from .errors import CancelledError, ConfigError, CorruptArtifactError, VerificationError, WrongBaseError
-from .hfio import ModelFolder, TensorRef
+from .hfio import BufferPool, ModelFolder, TensorRef
 from .registry import get_codec
 
 BLOB_CHUNK = 4 << 20
 # Tensors read, hashed and coded ahead of the one being written hold at most this many bytes of the fine-tune; a
 # larger tensor is worked on alone, its chunks spread over the threads (memory: about twice the largest tensor).
-WINDOW_BYTES = 96 << 20
+WINDOW_BYTES = 64 << 20
 # A tensor up to this size is coded whole by one worker (many small tensors keep every thread busy); a larger one
 # has its chunks coded on all threads.
 SMALL_TENSOR_BYTES = 8 << 20
@@ -124,11 +124,12 @@ class _Progress:
 
 # -- the work window -----------------------------------------------------------------------------------------------
 
-def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Event) -> Iterator:
+def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Event, release=None) -> Iterator:
     """``prepare(item)`` for each item on ``threads`` worker threads, results yielded in order. Work runs ahead of
     the consumer on at most ``2 * threads`` items holding at most WINDOW_BYTES (``size_of``); an item larger than
     the window is prepared alone, once the consumer is done with everything before it, so memory holds one large
-    tensor at a time. Setting ``stop`` (or leaving the generator) cancels what has not started."""
+    tensor at a time. ``release(result)`` runs once the consumer is done with a result. Setting ``stop`` (or
+    leaving the generator) cancels what has not started."""
     pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="modelcodecs-tensor")
     pending: deque = deque()
     inflight = 0
@@ -149,6 +150,8 @@ def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Ev
             result = future.result()
             del future
             yield result
+            if release is not None:
+                release(result)
             del result  # the consumer is done with it: its memory may go before the next item is prepared
     finally:
         stop.set()
@@ -189,8 +192,13 @@ class _Base:
             return base_ref, min(mine[0], theirs[0])
         return None
 
-    def read(self, ref: TensorRef, rows: int | None) -> bytearray:
-        return self.folder.read_tensor(ref, nbytes=None if rows is None else rows * _row_bytes(ref.spec))
+    def nbytes(self, ref: TensorRef, rows: int | None) -> int:
+        return ref.spec.nbytes if rows is None else rows * _row_bytes(ref.spec)
+
+    def read(self, ref: TensorRef, rows: int | None, pool: BufferPool | None = None) -> bytearray | memoryview:
+        """The base tensor's bytes (its first ``rows`` rows), in memory from ``pool`` when given."""
+        size = self.nbytes(ref, rows)
+        return self.folder.read_tensor(ref, None if pool is None else pool.take(size), nbytes=size)
 
     def fingerprint(self, ref: TensorRef, rows: int | None, data, version: int) -> str:
         key = (ref.name, rows, version)
@@ -218,11 +226,11 @@ def _check_base_matches(tuned: ModelFolder, base: _Base, finetuned_dir) -> None:
     total = sum(ref.spec.nbytes for ref in named)
     if not total:
         return
-    shared_bytes, shared, unmatched = 0, 0, None
+    shared_bytes, shared, unmatched = 0, 0, []
     for ref in named:
         match = base.match(ref)
         if match is None:
-            unmatched = unmatched or ref
+            unmatched.append(ref)
             continue
         shared += 1
         shared_bytes += ref.spec.nbytes if match[1] is None else match[1] * _row_bytes(ref.spec)
@@ -230,14 +238,15 @@ def _check_base_matches(tuned: ModelFolder, base: _Base, finetuned_dir) -> None:
         return
     namesakes = sum(1 for ref in named if ref.name in base.folder.tensors)
     example = ""
-    if unmatched is not None:
-        twin = base.folder.tensors.get(unmatched.name)
-        example = (f"; e.g. {unmatched.name!r} is {unmatched.spec.dtype}{list(unmatched.spec.shape)}, the base has "
+    if unmatched:  # a namesake that differs says more than a missing name
+        ref = next((r for r in unmatched if r.name in base.folder.tensors), unmatched[0])
+        twin = base.folder.tensors.get(ref.name)
+        example = (f"; e.g. {ref.name!r} is {ref.spec.dtype}{list(ref.spec.shape)}, the base has "
                    + (f"{twin.spec.dtype}{list(twin.spec.shape)}" if twin else "no tensor of that name"))
     raise WrongBaseError(
         f"the base {base.dir} does not match the fine-tune {finetuned_dir}: compared by tensor name, dtype and shape, "
         f"{shared} of its {len(named)} tensors ({shared_bytes:,} of {total:,} bytes, "
-        f"{100 * shared_bytes / total:.0f}%) match ({namesakes} have a namesake){example}. At least half of the "
+        f"{100 * shared_bytes / total:.0f}%) match ({namesakes} with a namesake in the base){example}. At least half of the "
         f"bytes must match for the base to help; give the right base, or --allow-unmatched-base "
         f"(allow_unmatched_base=True) to compress anyway")
 
@@ -324,11 +333,11 @@ class _Prepared:
 
     ref: TensorRef
     position: int
-    data: bytearray
+    data: memoryview
     digest: str
     base_ref: TensorRef | None = None
     base_rows: int | None = None
-    base_data: bytearray | None = None
+    base_data: memoryview | None = None
     base_digest: str | None = None
     chunks: list | None = None  # [(EncodedChunk, crc32)], or None: code it when it is written
     base_chunks: int | None = None
@@ -350,6 +359,7 @@ class _Encoder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._item = 1 if getattr(codec, "meta_n_unit", "elements") == "bytes" else None
+        self.pool = BufferPool(keep=4 * threads + 2)
 
     def run(self) -> list[dict]:
         items, positions = [], 0
@@ -358,7 +368,8 @@ class _Encoder:
                 if isinstance(seg, TensorRef):
                     items.append((seg, positions))
                     positions += 1
-        prepared = _run_ordered(items, self._prepare, lambda item: item[0].spec.nbytes, self.threads, self._stop)
+        prepared = _run_ordered(items, self._prepare, lambda item: item[0].spec.nbytes, self.threads, self._stop,
+                                lambda item: self.pool.give(item.data))
         hasher = ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash")
         files = []
         try:
@@ -397,7 +408,7 @@ class _Encoder:
             raise CancelledError("stopped")
         check_cancel(self.cancel)
         spec = ref.spec
-        data = self.tuned.read_tensor(ref)
+        data = self.tuned.read_tensor(ref, self.pool.take(spec.nbytes))
         out = _Prepared(ref, position, data, tensor_digest(data, FORMAT_VERSION))
         key = (out.digest, spec.dtype, spec.shape)
         with self._lock:
@@ -406,15 +417,23 @@ class _Encoder:
                 self._claims[key] = earlier = position
         if earlier < position:
             return out  # an earlier tensor has the same bytes: written as a reference to it (checked there)
-        match = self.base.match(ref) if self.base is not None else None
-        if match is not None:
-            out.base_ref, out.base_rows = match
-            out.base_data = self.base.read(out.base_ref, out.base_rows)
-            out.base_digest = self.base.fingerprint(out.base_ref, out.base_rows, out.base_data, FORMAT_VERSION)
+        self._read_base(out)
         if spec.nbytes <= SMALL_TENSOR_BYTES:  # a large one is coded while it is written, its chunks on all threads
             out.chunks = list(self._coded(out, 1))
-            out.base_data = None
+            self._drop_base(out)
         return out
+
+    def _read_base(self, item: _Prepared) -> None:
+        match = self.base.match(item.ref) if self.base is not None else None
+        if match is not None:
+            item.base_ref, item.base_rows = match
+            item.base_data = self.base.read(item.base_ref, item.base_rows, self.pool)
+            item.base_digest = self.base.fingerprint(item.base_ref, item.base_rows, item.base_data, FORMAT_VERSION)
+
+    def _drop_base(self, item: _Prepared) -> None:
+        if item.base_data is not None:
+            self.pool.give(item.base_data)
+            item.base_data = None
 
     def _parts(self, item: _Prepared) -> list[tuple[TensorSpec, memoryview, memoryview | None]]:
         """(spec, bytes, base bytes) to code: the whole tensor, or its rows shared with the base and the rest."""
@@ -451,15 +470,11 @@ class _Encoder:
             self.records.append({"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape),
                                  HASH_KEY: item.digest, "base": None, "same_as": first[0]})
             self.meter.advance(spec.nbytes, f"compressing {spec.name} (duplicate)")
+            self._drop_base(item)
             return position
         if item.chunks is None:
-            if item.base_ref is None and self.base is not None and item.base_digest is None:
-                match = self.base.match(item.ref)  # skipped by the worker as a duplicate that was not one
-                if match is not None:
-                    item.base_ref, item.base_rows = match
-                    item.base_data = self.base.read(item.base_ref, item.base_rows)
-                    item.base_digest = self.base.fingerprint(item.base_ref, item.base_rows, item.base_data,
-                                                             FORMAT_VERSION)
+            if item.base_ref is None:
+                self._read_base(item)  # skipped by the worker as a duplicate that was not one
             chunks = self._coded(item, self.threads)
         else:
             chunks = iter(item.chunks)
@@ -474,7 +489,8 @@ class _Encoder:
             reported += step
             self.meter.advance(step, f"compressing {spec.name}")
         self.meter.advance(spec.nbytes - reported, f"compressing {spec.name}")
-        item.chunks = item.base_data = None
+        item.chunks = None
+        self._drop_base(item)
         self.by_content.setdefault(key, (position, item.ref))
         record = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), HASH_KEY: item.digest,
                   "base": item.base_ref.name if item.base_ref else None,
@@ -502,6 +518,7 @@ class _ArtifactDecoder:
         self.lossless = self.index["lossless"] or self.codec.lossless
         self._stop = threading.Event()
         self._copy_from = None
+        self.pool = BufferPool(keep=4 * threads + 2)
 
     def check_base(self) -> None:
         """Every base tensor the artifact was coded against must be present with its dtype and shape (from the base's
@@ -528,7 +545,7 @@ class _ArtifactDecoder:
 
     def tensor_bytes(self, position: int) -> bytearray:
         """One decoded tensor, checked against its recorded digest."""
-        return self._decoded(position)
+        return self._decoded(position, pooled=False)
 
     def _check(self, position: int, data) -> None:
         t = self.index["tensors"][position]
@@ -536,8 +553,8 @@ class _ArtifactDecoder:
             raise VerificationError(f"tensor {t['name']!r} does not match its recorded {self.hash_key}: the "
                                     f"artifact is corrupted")
 
-    def _decoded(self, position: int, threads: int | None = None) -> bytearray:
-        """One tensor decoded into fresh memory and checked."""
+    def _decoded(self, position: int, threads: int | None = None, pooled: bool = True) -> bytearray | memoryview:
+        """One tensor decoded and checked, in a block of the pool (give it back when done) or fresh memory."""
         if self._stop.is_set():
             raise CancelledError("stopped")
         check_cancel(self.cancel)
@@ -548,7 +565,7 @@ class _ArtifactDecoder:
         base_data, rows = None, source.get("base_rows")
         if source.get("base"):  # the size is that of a real base tensor (_base_ref compared them)
             ref = self._base_ref(source)
-            base_data = self.base.read(ref, rows)
+            base_data = self.base.read(ref, rows, self.pool)
             if self.base.fingerprint(ref, rows, base_data, self.version) != source[self.base_hash_key]:
                 raise WrongBaseError(f"base tensor {ref.name!r} differs from the one this artifact was made against: "
                                      f"wrong base model")
@@ -558,7 +575,7 @@ class _ArtifactDecoder:
             raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes from {payload:,} bytes "
                                        f"of payload, more than {self.codec.codec_id} can decode: corrupted artifact")
         try:
-            out = bytearray(spec.nbytes)
+            out = self.pool.take(spec.nbytes) if pooled else bytearray(spec.nbytes)
         except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely
             raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes, more memory than this "
                                        f"machine can give: corrupted artifact or too little memory") from None
@@ -575,7 +592,9 @@ class _ArtifactDecoder:
                                          threads=threads, cancel=self.cancel)
             elif k != len(chunks):
                 raise CorruptArtifactError(f"tensor {t['name']!r}: chunks beyond its shared rows")
-        del view, base_data
+        del view
+        if base_data is not None:
+            self.pool.give(base_data)
         self._check(position, out)
         return out
 
@@ -603,8 +622,9 @@ class _ArtifactDecoder:
         already restored (a duplicate is then copied rather than decoded again)."""
         self._copy_from = copy_from
         items = [(entry, seg) for entry in self.index["files"] for seg in entry["segments"]]
+        release = lambda data: self.pool.give(data) if isinstance(data, memoryview) else None  # noqa: E731
         for (entry, seg), data in zip(items, _run_ordered(items, self._piece, self._seg_size, self.threads,
-                                                          self._stop)):
+                                                          self._stop, release)):
             if data is None:
                 data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
                 self._check(seg["tensor"], data)

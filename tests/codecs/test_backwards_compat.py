@@ -114,14 +114,16 @@ def _write_pair(root: Path) -> None:
         (folder / "config.json").write_text(json.dumps({"model_type": "fixture", "architectures": ["Fixture"]}))
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("codec_id", ["fmdelta", "zstd", "xor-zstd"])
-def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, tmp_path):
-    root = FIXTURE / "dvz" / "format.01"
+def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, version, tmp_path):
+    root = FIXTURE / "dvz" / f"format.{version:02d}"
     if not (root / "finetuned").exists():
         _write_pair(root)
     artifact = root / f"{codec_id}.dvz"
     if not artifact.exists():
         modelcodecs.compress_model(root / "finetuned", artifact, codec=codec_id, base_dir=root / "base", threads=1)
+    assert modelcodecs.inspect_artifact(artifact)["format_version"] == version
     out = tmp_path / "restored"
     modelcodecs.decompress_model(artifact, out, base_dir=root / "base", threads=1)
     for name in ("model.safetensors", "config.json"):
