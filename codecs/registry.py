@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any
 
 from .abc import Codec
@@ -24,8 +25,6 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from importlib.metadata import entry_points  # scanned only when a codec id is not built in: a fast start
-
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name not in codec_registry:
             register_codec(entry.load(), entry.name)
