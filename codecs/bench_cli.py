@@ -14,6 +14,7 @@ real checkpoint of many small tensors.
 from __future__ import annotations
 
 import math
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,17 +24,24 @@ from pathlib import Path
 MB = 1e6
 
 
-def _timed(cmd: list[str], repeat: int, before=None) -> float:
-    best = math.inf
+def _timed(cmd: list[str], repeat: int, before=None, cpu: list | None = None) -> float:
+    """Best wall-clock seconds of ``repeat`` runs of a command; with ``cpu``, also append its best CPU seconds
+    (user + system of the process and its threads: on a shared machine, what other load affects least)."""
+    best, best_cpu = math.inf, math.inf
     for _ in range(repeat):
         if before is not None:
             before()
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise RuntimeError(f"bench: {' '.join(cmd)} failed:\n{proc.stderr.strip()[-2000:]}")
         best = min(best, seconds)
+        best_cpu = min(best_cpu, after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime)
+    if cpu is not None:
+        cpu.append(best_cpu)
     return best
 
 
@@ -67,15 +75,17 @@ def _clear(*paths: Path):
 def pair_speeds(base: Path, ft: Path, work: Path, threads: int, repeat: int, extra: tuple[str, ...] = ()) -> dict:
     """``modelcodecs compress`` and ``decompress`` of one pair as whole commands (fresh processes)."""
     artifact, restored = work / "pair.dvz", work / "restored"
+    cpu: list[float] = []
     comp = _timed(_modelcodecs("compress", "-q", "--threads", str(threads), "--base", str(base), str(ft), "-o",
-                               str(artifact), *extra), repeat, _clear(artifact))
+                               str(artifact), *extra), repeat, _clear(artifact), cpu)
     size = artifact.stat().st_size
     dec = _timed(_modelcodecs("decompress", "-q", "--threads", str(threads), "--base", str(base), str(artifact),
-                              "-o", str(restored)), repeat, _clear(restored))
+                              "-o", str(restored)), repeat, _clear(restored), cpu)
     original = _folder_bytes(ft)
     same = all((restored / p.relative_to(ft)).read_bytes() == p.read_bytes() for p in ft.rglob("*") if p.is_file())
     _clear(artifact, restored)()
-    return {"threads": threads, "compress_s": comp, "decompress_s": dec, "artifact_bytes": size,
+    return {"threads": threads, "compress_s": comp, "decompress_s": dec, "compress_cpu_s": cpu[0],
+            "decompress_cpu_s": cpu[1], "artifact_bytes": size,
             "original_bytes": original, "ratio": original / size, "compress_mb_s": original / MB / comp,
             "decompress_mb_s": original / MB / dec, "exact": same}
 
@@ -97,9 +107,11 @@ def cli_case(work: Path, *, elements: int, tensors: int, repeat: int, seed: int,
     else:
         packed, unpacked = work / "ft.zst", work / "ft.out"
         log("--cli: zstd -1 -T1 / zstd -d")
-        comp = _timed([zstd, "-1", "-T1", "-q", "-f", str(ft_file), "-o", str(packed)], repeat, _clear(packed))
-        dec = _timed([zstd, "-d", "-q", "-f", str(packed), "-o", str(unpacked)], repeat, _clear(unpacked))
+        cpu: list[float] = []
+        comp = _timed([zstd, "-1", "-T1", "-q", "-f", str(ft_file), "-o", str(packed)], repeat, _clear(packed), cpu)
+        dec = _timed([zstd, "-d", "-q", "-f", str(packed), "-o", str(unpacked)], repeat, _clear(unpacked), cpu)
         out["zstd"] = {"compress_mb_s": out["file_bytes"] / MB / comp, "decompress_mb_s": out["file_bytes"] / MB / dec,
+                       "compress_cpu_s": cpu[0], "decompress_cpu_s": cpu[1],
                        "ratio": out["file_bytes"] / packed.stat().st_size}
         _clear(packed, unpacked)()
     log("--cli: modelcodecs compress / decompress --threads 1")
@@ -188,21 +200,23 @@ def format_cases(cases: list[dict]) -> str:
             m, z = case["modelcodecs"], case.get("zstd")
             lines += [f"file {case['file_bytes'] / MB:.1f} MB ({case['elements']} fp32 elements in {case['tensors']} "
                       f"tensors), best of {case['repeat']}, whole commands, 1 thread", "",
-                      "| command | ratio | compress MB/s | decompress MB/s |", "|---|---|---|---|",
+                      "| command | ratio | compress MB/s | decompress MB/s | compress / decompress CPU s |",
+                      "|---|---|---|---|---|",
                       f"| modelcodecs fmdelta | {m['ratio']:.4f} | {m['compress_mb_s']:.0f} | "
-                      f"{m['decompress_mb_s']:.0f} |"]
+                      f"{m['decompress_mb_s']:.0f} | {m['compress_cpu_s']:.2f} / {m['decompress_cpu_s']:.2f} |"]
             if z:
                 lines.append(f"| zstd -1 -T1 / zstd -d | {z['ratio']:.4f} | {z['compress_mb_s']:.0f} | "
-                             f"{z['decompress_mb_s']:.0f} |")
+                             f"{z['decompress_mb_s']:.0f} | {z['compress_cpu_s']:.2f} / {z['decompress_cpu_s']:.2f} |")
             else:
-                lines.append(f"| zstd | {case['note']} | | |")
+                lines.append(f"| zstd | {case['note']} | | | |")
         else:
             lines += [f"{case['tensors']} tensors ({case['tensors_under_3mb']} under 3 MB; largest "
                       f"{case['largest_tensor_bytes'] / MB:.1f} MB)", "",
-                      "| threads | ratio | compress s | decompress s | compress MB/s | decompress MB/s | exact |",
-                      "|---|---|---|---|---|---|---|"]
+                      "| threads | ratio | compress s | decompress s | compress / decompress CPU s | compress MB/s "
+                      "| decompress MB/s | exact |", "|---|---|---|---|---|---|---|---|"]
             for r in case["runs"]:
                 lines.append(f"| {r['threads']} | {r['ratio']:.4f} | {r['compress_s']:.2f} | {r['decompress_s']:.2f} "
+                             f"| {r['compress_cpu_s']:.2f} / {r['decompress_cpu_s']:.2f} "
                              f"| {r['compress_mb_s']:.0f} | {r['decompress_mb_s']:.0f} | {'yes' if r['exact'] else 'NO'} |")
             g = case["grown"]
             lines.append(f"\n1% more vocabulary: artifact {g['artifact_bytes']:,} bytes vs "
