@@ -1,11 +1,12 @@
 """Peak RSS of compress and of decompress on a synthetic pair of a given size, against the target
-"3x the largest tensor + 300 MB".
+"2x the largest tensor + 300 MB"; with ``--limit-as``, each step runs with its address space limited (as
+``prlimit --as``), e.g. to half the checkpoint's size.
 
 Each step runs in a fresh child process and reports its own ``VmHWM`` (the kernel's high-water mark, so
 nothing is missed between samples); a child that only imports modelcodecs gives the baseline.
 
     python bench/bench_memory.py [--size 2G] [--tensors 4] [--dtype F32] [--codec fmdelta] [--threads N]
-                                 [--workdir DIR] [--json PATH]
+                                 [--limit-as half|BYTES] [--workdir DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -59,8 +60,17 @@ def parse_size(text: str) -> int:
     return int(float(text))
 
 
-def child(step: str, args: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, step, json.dumps(args)], capture_output=True, text=True)
+def child(step: str, args: dict, limit: int | None = None) -> dict:
+    import os
+    import resource
+
+    def limited() -> None:  # what `prlimit --as=LIMIT` does, for this child only
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    # with a limit on the address space, reservations count: one malloc arena instead of one per thread
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"} if limit else None
+    proc = subprocess.run([sys.executable, "-c", CHILD, step, json.dumps(args)], capture_output=True, text=True,
+                          preexec_fn=limited if limit else None, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{step} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delta-sigma", type=float, default=1e-4)
     p.add_argument("--codec", default="fmdelta", help="codec id (default fmdelta)")
     p.add_argument("--threads", type=int, default=None, help="codec threads (default: all usable cores)")
+    p.add_argument("--limit-as", default=None, help="limit each step's address space: 'half' (of the "
+                   "checkpoint's size) or a size such as 1G")
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
@@ -88,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                                              delta_sigma=args.delta_sigma, n_tensors=args.tensors, seed=0)
         gen_s = time.perf_counter() - started
         largest = max(math.prod(shape) for shape in pair.info["shapes"]) * ITEM[args.dtype]
-        target = 3 * largest + 300_000_000
+        target = 2 * largest + 300_000_000
+        checkpoint = n_elements * ITEM[args.dtype]
+        limit = None if args.limit_as is None else checkpoint // 2 if args.limit_as == "half" \
+            else parse_size(args.limit_as)
         common = {"base": str(pair.base), "ft": str(pair.finetuned), "artifact": str(root / "a.dvz"),
                   "out": str(root / "restored"), "codec": args.codec, "threads": args.threads}
-        results = [child("baseline", common), child("compress", common), child("decompress", common)]
+        results = [child("baseline", common, limit), child("compress", common, limit),
+                   child("decompress", common, limit)]
     finally:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
@@ -99,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python bench/bench_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "checkpoint_bytes": n_elements * ITEM[args.dtype], "tensors": args.tensors, "dtype": args.dtype,
               "largest_tensor_bytes": largest, "target_bytes": target, "generate_seconds": gen_s,
+              "address_space_limit_bytes": limit,
               "codec": args.codec, "steps": results}
     print(f"checkpoint {report['checkpoint_bytes'] / 1e6:.0f} MB in {args.tensors} {args.dtype} tensors "
-          f"(largest {largest / 1e6:.0f} MB); target peak RSS = 3 x largest + 300 MB = {target / 1e6:.0f} MB")
+          f"(largest {largest / 1e6:.0f} MB); target peak RSS = 2 x largest + 300 MB = {target / 1e6:.0f} MB"
+          + (f"; address space limited to {limit / 1e6:.0f} MB" if limit else ""))
     for r in results:
         line = f"  {r['step']:<10} peak RSS {r['peak_rss_bytes'] / 1e6:8.0f} MB"
         if r["step"] != "baseline":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import zstandard
 
 from .errors import CorruptArtifactError
@@ -54,6 +53,8 @@ def zstd_decompress(payload: bytes, nbytes: int, what: str) -> bytes:
 
 def planes_encode(data: memoryview, base: memoryview | None, item: int, level: int) -> bytes:
     """XOR with the base (when given), split bytes into ``item`` planes, zstd."""
+    import numpy as np  # imported when first needed: the command line starts faster without it
+
     arr = np.frombuffer(data, dtype=np.uint8)
     if base is not None:
         arr = np.bitwise_xor(arr, np.frombuffer(base, dtype=np.uint8))
@@ -63,6 +64,8 @@ def planes_encode(data: memoryview, base: memoryview | None, item: int, level: i
 
 
 def planes_decode(payload: bytes, base: memoryview | None, out: memoryview, item: int, what: str) -> None:
+    import numpy as np
+
     raw = np.frombuffer(zstd_decompress(payload, out.nbytes, what), dtype=np.uint8)
     dst = np.frombuffer(out, dtype=np.uint8)
     if item > 1:

@@ -416,6 +416,10 @@ def format_report(report: dict) -> str:
              "process that ran compress_model / decompress_model.", ""]
     for case in report["cases"]:
         parts += [format_case(case, threads), ""]
+    if report.get("command_cases"):
+        from .bench_cli import format_cases
+
+        parts.append(format_cases(report["command_cases"]))
     if report["targets"]:
         parts += ["### FM-Delta targets", ""]
         for t in report["targets"]:
@@ -436,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--pair", nargs=2, metavar=("BASE", "FT"), help="benchmark this base/fine-tune pair only")
     what.add_argument("--synthetic", action="store_true", help="synthetic pairs only (no tiny transformer)")
     what.add_argument("--tiny", action="store_true", help="the tiny fine-tuned transformer only")
+    what.add_argument("--cli", action="store_true", help="whole `modelcodecs` commands against the zstd command "
+                      "line on one file, 1 thread (modelcodecs.bench_cli)")
+    what.add_argument("--smollm2", action="store_true", help="real SmolLM2-135M and a fine-tune of it: 1 vs 2 "
+                      "threads end to end, 1%% added vocabulary (modelcodecs.bench_cli)")
+    p.add_argument("--smollm2-dir", default=None, help="where the SmolLM2 pair is written once and reused "
+                   "(default: under the work folder)")
+    p.add_argument("--smollm2-steps", type=int, default=3, help="AdamW steps of the SmolLM2 fine-tune")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests and smoke runs)")
     p.add_argument("--elements", type=int, default=None, help="elements per synthetic case (default 16 Mi; "
                    "quick: 64 Ki)")
@@ -479,6 +490,24 @@ def run(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="modelcodecs-bench-") if owned else args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     cases = []
+    if args.cli or args.smollm2:
+        from . import bench_cli
+
+        try:
+            if args.cli:
+                elements = args.elements or ((1 << 20) if args.quick else (64 << 20))
+                cases.append(bench_cli.cli_case(root, elements=elements, tensors=args.tensors or 8, repeat=repeat,
+                                                seed=args.seed, log=log))
+            else:
+                cases.append(bench_cli.smollm2_case(Path(args.smollm2_dir or root / "smollm2"), root, repeat=repeat,
+                                                    steps=args.smollm2_steps, log=log))
+        finally:
+            if owned:
+                shutil.rmtree(root, ignore_errors=True)
+        return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                "load_average_start": load_start, "load_average_end": _load(),
+                "command": "modelcodecs bench " + " ".join(args.argv), "threads": threads, "repeat": repeat,
+                "cases": [], "command_cases": cases, "targets": []}
     try:
         plans = []
         if args.pair:

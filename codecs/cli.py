@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from . import pipeline
 from .abc import Codec
@@ -61,27 +62,45 @@ def _print(args, payload: dict, text: str) -> None:
     print(json.dumps(payload, indent=2) if getattr(args, "json", False) else text)
 
 
+def _outputs(inputs: list[str], output: str, suffix: str) -> list[Path]:
+    """One input: ``output`` itself; several: ``output`` is a folder holding one result per input, named after it."""
+    if len(inputs) == 1:
+        return [Path(output)]
+    names = [Path(i).name.removesuffix(".dvz") + suffix for i in inputs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"several inputs have the same name ({', '.join(sorted(names))}): give them apart")
+    Path(output).mkdir(parents=True, exist_ok=True)
+    return [Path(output) / name for name in names]
+
+
 def _cmd_compress(args) -> int:
     codec_cls = get_codec_class(args.codec)
     config = {"id": args.codec, **dict(_parse_option(codec_cls, o) for o in args.option)}
+    outputs = _outputs(args.finetuned, args.output, ".dvz")
     with _progress_bar(args.show_progress, "compress") as progress:
-        summary = pipeline.compress_model(args.finetuned, args.output, codec=config, base_dir=args.base,
-                                          threads=args.threads, progress=progress)
-    s = summary.as_dict()
-    _print(args, s, f"{args.output}: {s['codec']} ratio {s['ratio']:.3f}x ({s['original_bytes']:,} -> "
-                    f"{s['compressed_bytes']:,} bytes, {s['tensors']} tensors, {s['deduplicated_tensors']} "
-                    f"stored once as duplicates) in {s['seconds']:.2f} s, {s['mb_per_s']} MB/s")
+        summaries = pipeline.compress_models(args.finetuned, outputs, codec=config, base_dir=args.base,
+                                             threads=args.threads, progress=progress,
+                                             allow_unmatched_base=args.allow_unmatched_base)
+    dicts = [s.as_dict() for s in summaries]
+    lines = [f"{out}: {s['codec']} ratio {s['ratio']:.3f}x ({s['original_bytes']:,} -> {s['compressed_bytes']:,} "
+             f"bytes, {s['tensors']} tensors, {s['deduplicated_tensors']} stored once as duplicates) in "
+             f"{s['seconds']:.2f} s, {s['mb_per_s']} MB/s" for out, s in zip(outputs, dicts)]
+    _print(args, dicts[0] if len(dicts) == 1 else {"artifacts": dicts}, "\n".join(lines))
     return 0
 
 
 def _cmd_decompress(args) -> int:
+    outputs = _outputs(args.artifact, args.output, "")
     with _progress_bar(args.show_progress, "decompress") as progress:
-        summary = pipeline.decompress_model(args.artifact, args.output, base_dir=args.base, threads=args.threads,
-                                            progress=progress)
-    s = summary.as_dict()
-    check = "every file's sha256 verified" if s["verified"] else "lossy: non-tensor files verified"
-    _print(args, s, f"{args.output}: {s['files']} files, {s['bytes_written']:,} bytes in {s['seconds']:.2f} s "
-                    f"({s['mb_per_s']} MB/s); {check}")
+        summaries = pipeline.decompress_models(args.artifact, outputs, base_dir=args.base, threads=args.threads,
+                                               progress=progress)
+    dicts = [s.as_dict() for s in summaries]
+    lines = []
+    for out, s in zip(outputs, dicts):
+        check = "every file's sha256 verified" if s["verified"] else "lossy: non-tensor files verified"
+        lines.append(f"{out}: {s['files']} files, {s['bytes_written']:,} bytes in {s['seconds']:.2f} s "
+                     f"({s['mb_per_s']} MB/s); {check}")
+    _print(args, dicts[0] if len(dicts) == 1 else {"restored": dicts}, "\n".join(lines))
     return 0
 
 
@@ -137,18 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         if progress:
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("compress", help="compress a fine-tuned model folder into one .dvz artifact")
-    p.add_argument("finetuned", help="fine-tuned model folder (safetensors or pytorch_model.bin)")
-    p.add_argument("-o", "--output", required=True, help="artifact path (.dvz)")
+    p = sub.add_parser("compress", help="compress fine-tuned model folders into one .dvz artifact each")
+    p.add_argument("finetuned", nargs="+", help="fine-tuned model folder(s) (safetensors or pytorch_model.bin); "
+                   "several fine-tunes of one base share one reading of the base")
+    p.add_argument("-o", "--output", required=True, help="artifact path (.dvz); with several folders, a folder "
+                   "that gets <folder name>.dvz for each")
     p.add_argument("--codec", default="fmdelta", help="codec id (see `modelcodecs codecs`)")
     p.add_argument("--base", help="base model folder (needed by base-conditioned codecs)")
+    p.add_argument("--allow-unmatched-base", action="store_true", help="compress even when the base shares no "
+                   "tensor, or under half of the tensor bytes, with the fine-tune (refused otherwise)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="codec option")
     common(p)
     p.set_defaults(func=_cmd_compress)
 
-    p = sub.add_parser("decompress", help="restore the fine-tuned folder from an artifact")
-    p.add_argument("artifact")
-    p.add_argument("-o", "--output", required=True, help="output folder (must not exist or be empty)")
+    p = sub.add_parser("decompress", help="restore the fine-tuned folder from an artifact (or several)")
+    p.add_argument("artifact", nargs="+", help="artifact(s); several made against one base share its reading")
+    p.add_argument("-o", "--output", required=True, help="output folder (must not exist or be empty); with "
+                   "several artifacts, a folder that gets one restored folder per artifact, named after it")
     p.add_argument("--base", help="base model folder the artifact was made against")
     common(p)
     p.set_defaults(func=_cmd_decompress)

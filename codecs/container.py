@@ -30,7 +30,10 @@ from .errors import ConfigError, CorruptArtifactError
 
 MAGIC = b"DVZ\x00"
 END_MAGIC = b"DVZ-END\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 recorded each tensor's and base tensor's sha256; version 2 records their xxh3-128 (the file's sha256
+# stays in both). Readers accept both.
+READABLE_VERSIONS = (1, 2)
 HEADER = struct.Struct("<4sHH8s")
 FOOTER = struct.Struct("<QQ32s8s")
 MAX_INDEX_BYTES = 1 << 30
@@ -50,11 +53,11 @@ class ContainerWriter:
         self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(8)))
         self.offset = HEADER.size
 
-    def write_chunk(self, chunk: EncodedChunk) -> dict:
-        """Write one payload; return its index record."""
+    def write_chunk(self, chunk: EncodedChunk, crc32: int | None = None) -> dict:
+        """Write one payload (``crc32``: its crc when the caller computed it already); return its index record."""
         payload = chunk.payload
         record = {"coder": chunk.coder, "offset": self.offset, "length": len(payload),
-                  "crc32": zlib.crc32(payload), "meta": chunk.meta}
+                  "crc32": zlib.crc32(payload) if crc32 is None else crc32, "meta": chunk.meta}
         self._file.write(payload)
         self.offset += len(payload)
         return record
@@ -120,7 +123,7 @@ class ContainerReader:
         magic, version, flags, reserved = HEADER.unpack(self._pread(0, HEADER.size))
         if magic != MAGIC:
             raise CorruptArtifactError(f"{self.path}: not a DeltaVault artifact (bad magic)")
-        if version != FORMAT_VERSION or flags != 0:
+        if version not in READABLE_VERSIONS or flags != 0:
             raise CorruptArtifactError(f"{self.path}: unsupported artifact format version {version}.{flags}")
         if reserved != bytes(8):
             raise CorruptArtifactError(f"{self.path}: artifact header is corrupted (reserved bytes are not zero)")
@@ -162,6 +165,14 @@ class ContainerReader:
 
 
 # -- index schema ----------------------------------------------------------------------------------------------
+
+HASH_HEX_LENGTH = {"sha256": 64, "xxh3": 32}
+
+
+def tensor_hash_keys(version: int) -> tuple[str, str]:
+    """The index keys of a tensor's digest and of its base tensor's fingerprint in this format version."""
+    return ("sha256", "base_sha256") if version == 1 else ("xxh3", "base_xxh3")
+
 
 def _fail(what: str) -> None:
     raise CorruptArtifactError(f"artifact index: {what}")
@@ -207,6 +218,10 @@ def validate_index(index, data_end: int) -> None:
             _fail(f"missing or malformed {key!r}")
     if not isinstance(index["codec"].get("id"), str):
         _fail("codec config has no id")
+    if index["format"] not in READABLE_VERSIONS:
+        _fail(f"unsupported format {index['format']!r}")
+    hash_key, base_hash_key = tensor_hash_keys(index["format"])
+    length = HASH_HEX_LENGTH[hash_key]
     tensors = index["tensors"]
     for i, t in enumerate(tensors):
         where = f"tensor {i}"
@@ -215,11 +230,15 @@ def validate_index(index, data_end: int) -> None:
         shape = t.get("shape")
         if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
             _fail(f"{where}: malformed shape")
-        if not _is_hex(t.get("sha256")):
-            _fail(f"{where}: malformed sha256")
+        if not _is_hex(t.get(hash_key), length):
+            _fail(f"{where}: malformed {hash_key}")
         base = t.get("base")
-        if base is not None and not (isinstance(base, str) and base and _is_hex(t.get("base_sha256"))):
+        if base is not None and not (isinstance(base, str) and base and _is_hex(t.get(base_hash_key), length)):
             _fail(f"{where}: malformed base reference")
+        if ("base_rows" in t or "base_chunks" in t) and not (
+                base is not None and shape and _is_int(t.get("base_rows"), 1, shape[0])
+                and _is_int(t.get("base_chunks"), 0, len(t.get("chunks") or []))):
+            _fail(f"{where}: malformed shared-rows reference")
         same_as = t.get("same_as")
         if same_as is not None:
             if not _is_int(same_as, 0, i - 1) or tensors[same_as].get("same_as") is not None:

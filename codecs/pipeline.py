@@ -11,23 +11,34 @@ import hashlib
 import os
 import resource
 import shutil
+import threading
 import time
+import zlib
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ._bytecoding import zstd_compress, zstd_decompress
+from ._hashing import tensor_digest
 from ._threads import resolve_threads
 from .abc import DTYPE_SIZES, CancelCheck, Codec, EncodedChunk, ProgressCallback, TensorSpec, check_cancel
-from .container import FORMAT_VERSION, ContainerReader, ContainerWriter
-from .errors import ConfigError, CorruptArtifactError, VerificationError, WrongBaseError
-from .hfio import ModelFolder, ReadBuffer, TensorRef
+from .container import FORMAT_VERSION, ContainerReader, ContainerWriter, tensor_hash_keys
+from .errors import CancelledError, ConfigError, CorruptArtifactError, VerificationError, WrongBaseError
+from .hfio import BufferPool, ModelFolder, TensorRef
 from .registry import get_codec
 
 BLOB_CHUNK = 4 << 20
+# Tensors read, hashed and coded ahead of the one being written hold at most this many bytes of the fine-tune; a
+# larger tensor is worked on alone, its chunks spread over the threads (memory: about twice the largest tensor).
+WINDOW_BYTES = 64 << 20
+# A tensor up to this size is coded whole by one worker (many small tensors keep every thread busy); a larger one
+# has its chunks coded on all threads.
+SMALL_TENSOR_BYTES = 8 << 20
+HASH_KEY, BASE_HASH_KEY = tensor_hash_keys(FORMAT_VERSION)
 LIBRARY_VERSION = "0.1.0"
 
 
@@ -77,6 +88,8 @@ class DecompressSummary:
     verified: bool
     lossless: bool
     peak_rss_bytes: int
+    # the sha256 of every file checked while it was written (what model hubs show for a file)
+    file_sha256: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +122,135 @@ class _Progress:
             self.callback(self.done, self.total, stage)
 
 
+# -- the work window -----------------------------------------------------------------------------------------------
+
+def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Event, release=None) -> Iterator:
+    """``prepare(item)`` for each item on ``threads`` worker threads, results yielded in order. Work runs ahead of
+    the consumer on at most ``2 * threads`` items holding at most WINDOW_BYTES (``size_of``); an item larger than
+    the window is prepared alone, once the consumer is done with everything before it, so memory holds one large
+    tensor at a time. ``release(result)`` runs once the consumer is done with a result. Setting ``stop`` (or
+    leaving the generator) cancels what has not started."""
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="modelcodecs-tensor")
+    pending: deque = deque()
+    inflight = 0
+    position = 0
+    try:
+        while True:
+            while position < len(items):
+                size = size_of(items[position])
+                if pending and (len(pending) >= 2 * threads or inflight + size > WINDOW_BYTES):
+                    break
+                pending.append((pool.submit(prepare, items[position]), size))
+                inflight += size
+                position += 1
+            if not pending:
+                return
+            future, size = pending.popleft()
+            inflight -= size
+            result = future.result()
+            del future
+            yield result
+            if release is not None:
+                release(result)
+            del result  # the consumer is done with it: its memory may go before the next item is prepared
+    finally:
+        stop.set()
+        for future, _ in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
+def _row_bytes(spec: TensorSpec) -> int:
+    return spec.nbytes // spec.shape[0] if spec.shape and spec.shape[0] else 0
+
+
+def _rows_spec(spec: TensorSpec, rows: int) -> TensorSpec:
+    return TensorSpec(spec.name, spec.dtype, (rows, *spec.shape[1:]))
+
+
+class _Base:
+    """A base folder opened once for any number of fine-tunes or artifacts: its headers are parsed once, and each
+    base tensor's fingerprint is computed once, on the bytes read for coding, then remembered."""
+
+    def __init__(self, base_dir):
+        self.dir = base_dir
+        self.folder = ModelFolder(base_dir)
+        self._fingerprints: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    def match(self, ref: TensorRef) -> tuple[TensorRef, int | None] | None:
+        """The base tensor a fine-tuned tensor is coded against: same name and dtype, and the same shape (rows None)
+        or the same shape but for the first dimension (a vocabulary grown or cut: the shared leading rows)."""
+        base_ref = self.folder.tensors.get(ref.name) if ref.named else None
+        if base_ref is None or base_ref.spec.dtype != ref.spec.dtype:
+            return None
+        mine, theirs = ref.spec.shape, base_ref.spec.shape
+        if mine == theirs:
+            return base_ref, None
+        if len(mine) == len(theirs) >= 1 and mine[1:] == theirs[1:] and min(mine[0], theirs[0]) > 0 \
+                and _row_bytes(ref.spec) > 0:
+            return base_ref, min(mine[0], theirs[0])
+        return None
+
+    def nbytes(self, ref: TensorRef, rows: int | None) -> int:
+        return ref.spec.nbytes if rows is None else rows * _row_bytes(ref.spec)
+
+    def read(self, ref: TensorRef, rows: int | None, pool: BufferPool | None = None) -> bytearray | memoryview:
+        """The base tensor's bytes (its first ``rows`` rows), in memory from ``pool`` when given."""
+        size = self.nbytes(ref, rows)
+        return self.folder.read_tensor(ref, None if pool is None else pool.take(size), nbytes=size)
+
+    def fingerprint(self, ref: TensorRef, rows: int | None, data, version: int) -> str:
+        key = (ref.name, rows, version)
+        with self._lock:
+            known = self._fingerprints.get(key)
+        if known is None:
+            known = tensor_digest(data, version)
+            with self._lock:
+                self._fingerprints[key] = known
+        return known
+
+    def close(self) -> None:
+        self.folder.close()
+
+    def __enter__(self) -> _Base:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_base_matches(tuned: ModelFolder, base: _Base, finetuned_dir) -> None:
+    """Refuse a base that shares no tensor, or under half of the tensor bytes, with the fine-tune."""
+    named = [ref for ref in tuned.iter_tensors() if ref.named]
+    total = sum(ref.spec.nbytes for ref in named)
+    if not total:
+        return
+    shared_bytes, shared, unmatched = 0, 0, []
+    for ref in named:
+        match = base.match(ref)
+        if match is None:
+            unmatched.append(ref)
+            continue
+        shared += 1
+        shared_bytes += ref.spec.nbytes if match[1] is None else match[1] * _row_bytes(ref.spec)
+    if shared and 2 * shared_bytes >= total:
+        return
+    namesakes = sum(1 for ref in named if ref.name in base.folder.tensors)
+    example = ""
+    if unmatched:  # a namesake that differs says more than a missing name
+        ref = next((r for r in unmatched if r.name in base.folder.tensors), unmatched[0])
+        twin = base.folder.tensors.get(ref.name)
+        example = (f"; e.g. {ref.name!r} is {ref.spec.dtype}{list(ref.spec.shape)}, the base has "
+                   + (f"{twin.spec.dtype}{list(twin.spec.shape)}" if twin else "no tensor of that name"))
+    raise WrongBaseError(
+        f"the base {base.dir} does not match the fine-tune {finetuned_dir}: compared by tensor name, dtype and shape, "
+        f"{shared} of its {len(named)} tensors ({shared_bytes:,} of {total:,} bytes, "
+        f"{100 * shared_bytes / total:.0f}%) match ({namesakes} with a namesake in the base){example}. At least half of the "
+        f"bytes must match for the base to help; give the right base, or --allow-unmatched-base "
+        f"(allow_unmatched_base=True) to compress anyway")
+
+
 # -- compress ----------------------------------------------------------------------------------------------------
 
 def _blob_chunks(data: bytearray) -> Iterator[EncodedChunk]:
@@ -122,51 +264,48 @@ def _blob_chunks(data: bytearray) -> Iterator[EncodedChunk]:
             yield EncodedChunk("raw", bytes(piece), {"n": len(piece)})
 
 
-def _sha256(data) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_dir=None, threads: int | None = None,
-                   progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> CompressSummary:
-    """Compress every file of ``finetuned_dir`` into one artifact at ``out_path``."""
+                   progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
+                   allow_unmatched_base: bool = False) -> CompressSummary:
+    """Compress every file of ``finetuned_dir`` into one artifact at ``out_path``. A base that shares no tensor, or
+    under half of the tensor bytes, with the fine-tune raises :class:`WrongBaseError` unless
+    ``allow_unmatched_base``."""
+    return compress_models([finetuned_dir], [out_path], codec=codec, base_dir=base_dir, threads=threads,
+                           progress=progress, cancel=cancel, allow_unmatched_base=allow_unmatched_base)[0]
+
+
+def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, base_dir=None,
+                    threads: int | None = None, progress: ProgressCallback | None = None,
+                    cancel: CancelCheck | None = None, allow_unmatched_base: bool = False) -> list[CompressSummary]:
+    """Several fine-tunes of one base, one artifact each (``out_paths[i]`` for ``finetuned_dirs[i]``): the base is
+    opened once and each of its tensors fingerprinted once. ``progress`` restarts for each fine-tune."""
+    finetuned_dirs, out_paths = list(finetuned_dirs), list(out_paths)
+    if len(finetuned_dirs) != len(out_paths) or not finetuned_dirs:
+        raise ConfigError("give one output path per fine-tuned folder")
     codec = _as_codec(codec)
     if codec.needs_base and base_dir is None:
         raise ConfigError(f"codec {codec.codec_id!r} needs the base model (base_dir)")
+    with ExitStack() as stack:
+        # a codec that does not use the base never gets it, so its artifacts decode without one
+        base = stack.enter_context(_Base(base_dir)) if base_dir is not None and codec.needs_base else None
+        return [_compress_one(ft, out, codec, base, threads, progress, cancel, allow_unmatched_base)
+                for ft, out in zip(finetuned_dirs, out_paths)]
+
+
+def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, threads, progress, cancel,
+                  allow_unmatched_base: bool) -> CompressSummary:
     threads = resolve_threads(threads)
     started = time.perf_counter()
-    with ExitStack() as stack:
-        tuned = stack.enter_context(ModelFolder(finetuned_dir))
-        # a codec that does not use the base never gets it, so its artifacts decode without one
-        base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None and codec.needs_base else None
-        # the fine-tuned tensor, its base and the file each have a sha256 running beside the coding
-        hasher = stack.enter_context(ThreadPoolExecutor(3, thread_name_prefix="modelcodecs-hash"))
+    with ModelFolder(finetuned_dir) as tuned:
+        if base is not None and not allow_unmatched_base:
+            _check_base_matches(tuned, base, finetuned_dir)
         meter = _Progress(progress, tuned.total_bytes)
         writer = ContainerWriter(out_path)  # before prepare(), which may be long: a bad output path fails at once
         try:
-            codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base_dir),
+            codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base.dir),
                           progress=progress, cancel=cancel)
-            encoder = _TensorEncoder(codec, base, writer, hasher, threads, cancel, meter)
-            tensor_buffer = ReadBuffer()  # one tensor at a time: each is read into the same memory
-            files = []
-            for plan in tuned.files:
-                file_hash = hashlib.sha256()
-                segments = []
-                for seg in plan.segments:
-                    check_cancel(cancel)
-                    if isinstance(seg, TensorRef):
-                        data = tuned.read_tensor(seg, tensor_buffer)
-                        file_update = hasher.submit(file_hash.update, data)
-                        segments.append({"tensor": encoder.add(seg, data)})
-                        file_update.result()
-                        del data  # add() and the file hash are done with it: the buffer is free again
-                    else:
-                        data = tuned.read_range(plan.name, *seg)
-                        file_hash.update(data)
-                        segments.append({"size": len(data),
-                                         "chunks": [writer.write_chunk(c) for c in _blob_chunks(data)]})
-                        meter.advance(len(data), f"compressing {plan.name}")
-                files.append({"name": plan.name, "size": plan.size, "kind": plan.kind,
-                              "sha256": file_hash.hexdigest(), "segments": segments})
+            encoder = _Encoder(codec, tuned, base, writer, threads, cancel, meter)
+            files = encoder.run()
             index = {
                 "format": FORMAT_VERSION, "codec": codec.get_config(), "lossless": codec.lossless,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,162 +326,311 @@ def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_d
         bytes_by_coder=encoder.bytes_by_coder)
 
 
-class _TensorEncoder:
-    """Codes tensors one at a time into the container and keeps their index records."""
+@dataclass
+class _Prepared:
+    """One fine-tuned tensor as a worker left it: read, hashed, its base read and fingerprinted, and (when it is
+    small) already coded."""
 
-    def __init__(self, codec: Codec, base: ModelFolder | None, writer: ContainerWriter, hasher: ThreadPoolExecutor,
-                 threads: int, cancel: CancelCheck | None, meter: _Progress):
-        self.codec, self.base, self.writer, self.hasher = codec, base, writer, hasher
+    ref: TensorRef
+    position: int
+    data: memoryview
+    digest: str
+    base_ref: TensorRef | None = None
+    base_rows: int | None = None
+    base_data: memoryview | None = None
+    base_digest: str | None = None
+    chunks: list | None = None  # [(EncodedChunk, crc32)], or None: code it when it is written
+    base_chunks: int | None = None
+
+
+class _Encoder:
+    """Codes a fine-tuned folder's tensors into the container in file order. Workers read, hash and code tensors
+    ahead of the writer (``_run_ordered``); the writer thread writes their chunks and keeps each file's sha256."""
+
+    def __init__(self, codec: Codec, tuned: ModelFolder, base: _Base | None, writer: ContainerWriter, threads: int,
+                 cancel: CancelCheck | None, meter: _Progress):
+        self.codec, self.tuned, self.base, self.writer = codec, tuned, base, writer
         self.threads, self.cancel, self.meter = threads, cancel, meter
         self.records: list[dict] = []
-        self.by_content: dict[tuple, int] = {}
-        self.seen_specs: set[tuple] = set()
         self.duplicates = 0
         self.bytes_by_coder: dict[str, int] = {}
-        self.base_buffer = ReadBuffer()
+        self.by_content: dict[tuple, tuple[int, TensorRef]] = {}  # written tensors: (digest, dtype, shape) -> first
+        self._claims: dict[tuple, int] = {}  # the same for tensors hashed by the workers: earliest position
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._item = 1 if getattr(codec, "meta_n_unit", "elements") == "bytes" else None
+        self.pool = BufferPool(keep=4 * threads + 2)
 
-    def _base_for(self, ref: TensorRef) -> tuple[TensorRef | None, memoryview | None]:
-        if self.base is None or not ref.named:
-            return None, None
-        base_ref = self.base.tensors.get(ref.name)
-        if base_ref is None or base_ref.spec != ref.spec:
-            return None, None
-        return base_ref, self.base.read_tensor(base_ref, self.base_buffer)
+    def run(self) -> list[dict]:
+        items, positions = [], 0
+        for plan in self.tuned.files:
+            for seg in plan.segments:
+                if isinstance(seg, TensorRef):
+                    items.append((seg, positions))
+                    positions += 1
+        prepared = _run_ordered(items, self._prepare, lambda item: item[0].spec.nbytes, self.threads, self._stop,
+                                lambda item: self.pool.give(item.data))
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash")
+        files = []
+        try:
+            for plan in self.tuned.files:
+                file_hash = hashlib.sha256()
+                segments = []
+                for seg in plan.segments:
+                    check_cancel(self.cancel)
+                    if isinstance(seg, TensorRef):
+                        item = next(prepared)
+                        # the file's sha256 runs beside the writing (and, for a large tensor, the coding)
+                        hashed = hasher.submit(file_hash.update, item.data)
+                        try:
+                            segments.append({"tensor": self._write(item)})
+                        finally:
+                            wait([hashed])
+                        hashed.result()
+                        del item
+                    else:
+                        data = self.tuned.read_range(plan.name, *seg)
+                        file_hash.update(data)
+                        segments.append({"size": len(data),
+                                         "chunks": [self.writer.write_chunk(c) for c in _blob_chunks(data)]})
+                        self.meter.advance(len(data), f"compressing {plan.name}")
+                files.append({"name": plan.name, "size": plan.size, "kind": plan.kind,
+                              "sha256": file_hash.hexdigest(), "segments": segments})
+        finally:
+            prepared.close()
+            hasher.shutdown(wait=True)
+        return files
 
-    def add(self, ref: TensorRef, data: memoryview) -> int:
-        """Code one tensor; every use of ``data`` and of the base tensor is over when this returns."""
+    # -- on a worker thread ----------------------------------------------------------------------------------------
+    def _prepare(self, item: tuple[TensorRef, int]) -> _Prepared:
+        ref, position = item
+        if self._stop.is_set():
+            raise CancelledError("stopped")
+        check_cancel(self.cancel)
         spec = ref.spec
-        key = (spec.dtype, spec.shape)
-        # Hash before coding only when an identical tensor is possible; otherwise hash while coding.
-        digest: str | Future = _sha256(data) if key in self.seen_specs else self.hasher.submit(_sha256, data)
-        self.seen_specs.add(key)
-        if isinstance(digest, str) and (digest, *key) in self.by_content:
+        data = self.tuned.read_tensor(ref, self.pool.take(spec.nbytes))
+        out = _Prepared(ref, position, data, tensor_digest(data, FORMAT_VERSION))
+        key = (out.digest, spec.dtype, spec.shape)
+        with self._lock:
+            earlier = self._claims.get(key)
+            if earlier is None or position < earlier:
+                self._claims[key] = earlier = position
+        if earlier < position:
+            return out  # an earlier tensor has the same bytes: written as a reference to it (checked there)
+        self._read_base(out)
+        if spec.nbytes <= SMALL_TENSOR_BYTES:  # a large one is coded while it is written, its chunks on all threads
+            out.chunks = list(self._coded(out, 1))
+            self._drop_base(out)
+        return out
+
+    def _read_base(self, item: _Prepared) -> None:
+        match = self.base.match(item.ref) if self.base is not None else None
+        if match is not None:
+            item.base_ref, item.base_rows = match
+            item.base_data = self.base.read(item.base_ref, item.base_rows, self.pool)
+            item.base_digest = self.base.fingerprint(item.base_ref, item.base_rows, item.base_data, FORMAT_VERSION)
+
+    def _drop_base(self, item: _Prepared) -> None:
+        if item.base_data is not None:
+            self.pool.give(item.base_data)
+            item.base_data = None
+
+    def _parts(self, item: _Prepared) -> list[tuple[TensorSpec, memoryview, memoryview | None]]:
+        """(spec, bytes, base bytes) to code: the whole tensor, or its rows shared with the base and the rest."""
+        spec, data = item.ref.spec, memoryview(item.data)
+        base = None if item.base_data is None else memoryview(item.base_data)
+        if item.base_rows is None:
+            return [(spec, data, base)]
+        split = item.base_rows * _row_bytes(spec)
+        parts = [(_rows_spec(spec, item.base_rows), data[:split], base)]
+        if spec.shape[0] > item.base_rows:
+            parts.append((_rows_spec(spec, spec.shape[0] - item.base_rows), data[split:], None))
+        return parts
+
+    def _coded(self, item: _Prepared, threads: int) -> Iterator[tuple[EncodedChunk, int]]:
+        count = 0
+        for k, (spec, data, base) in enumerate(self._parts(item)):
+            if k == 1:
+                item.base_chunks = count
+            for chunk in self.codec.encode_tensor(spec, data, base, threads=threads, cancel=self.cancel):
+                count += 1
+                yield chunk, zlib.crc32(chunk.payload)
+        if item.base_rows is not None and item.base_chunks is None:
+            item.base_chunks = count
+
+    # -- on the writer thread --------------------------------------------------------------------------------------
+    def _write(self, item: _Prepared) -> int:
+        spec = item.ref.spec
+        position = len(self.records)
+        assert position == item.position
+        key = (item.digest, spec.dtype, spec.shape)
+        first = self.by_content.get(key)
+        if first is not None and self.tuned.read_tensor(first[1]) == item.data:  # the digest's word is checked
             self.duplicates += 1
             self.records.append({"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape),
-                                 "sha256": digest, "base": None, "same_as": self.by_content[(digest, *key)]})
+                                 HASH_KEY: item.digest, "base": None, "same_as": first[0]})
             self.meter.advance(spec.nbytes, f"compressing {spec.name} (duplicate)")
-            return len(self.records) - 1
-        base_ref, base_data = self._base_for(ref)
-        base_digest = self.hasher.submit(_sha256, base_data) if base_data is not None else None
-        item = 1 if getattr(self.codec, "meta_n_unit", "elements") == "bytes" else DTYPE_SIZES[spec.dtype]
-        chunks, reported = [], 0
-        for chunk in self.codec.encode_tensor(spec, memoryview(data), base_data, threads=self.threads,
-                                              cancel=self.cancel):
-            chunks.append(self.writer.write_chunk(chunk))
+            self._drop_base(item)
+            return position
+        if item.chunks is None:
+            if item.base_ref is None:
+                self._read_base(item)  # skipped by the worker as a duplicate that was not one
+            chunks = self._coded(item, self.threads)
+        else:
+            chunks = iter(item.chunks)
+        records, reported = [], 0
+        item_size = self._item or DTYPE_SIZES[spec.dtype]
+        for chunk, crc in chunks:
+            records.append(self.writer.write_chunk(chunk, crc))
             self.bytes_by_coder[chunk.coder] = self.bytes_by_coder.get(chunk.coder, 0) + len(chunk.payload)
             # codecs count ``meta["n"]`` in elements or in bytes: report at most the tensor's size, top up after
             step = chunk.meta.get("n", 0) if isinstance(chunk.meta.get("n"), int) else 0
-            step = max(0, min(step * item, spec.nbytes - reported))
+            step = max(0, min(step * item_size, spec.nbytes - reported))
             reported += step
             self.meter.advance(step, f"compressing {spec.name}")
         self.meter.advance(spec.nbytes - reported, f"compressing {spec.name}")
-        digest = digest if isinstance(digest, str) else digest.result()
-        self.by_content.setdefault((digest, *key), len(self.records))
-        self.records.append({
-            "name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "sha256": digest,
-            "base": base_ref.name if base_ref else None,
-            "base_sha256": base_digest.result() if base_digest else None, "chunks": chunks,
-        })
-        return len(self.records) - 1
+        item.chunks = None
+        self._drop_base(item)
+        self.by_content.setdefault(key, (position, item.ref))
+        record = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), HASH_KEY: item.digest,
+                  "base": item.base_ref.name if item.base_ref else None,
+                  BASE_HASH_KEY: item.base_digest, "chunks": records}
+        if item.base_rows is not None:
+            record.update(base_rows=item.base_rows, base_chunks=item.base_chunks)
+        self.records.append(record)
+        return position
 
 
 # -- decode ------------------------------------------------------------------------------------------------------
 
 class _ArtifactDecoder:
-    """Decodes tensors and files of an open artifact, checking the base first and every hash on the way."""
+    """Decodes tensors and files of an open artifact. Each base tensor is read once, when it is needed, and checked
+    against its fingerprint before it is used; every decoded tensor is checked against its digest."""
 
-    def __init__(self, reader: ContainerReader, base: ModelFolder | None, threads: int,
-                 cancel: CancelCheck | None, meter: _Progress, hasher: ThreadPoolExecutor):
+    def __init__(self, reader: ContainerReader, base: _Base | None, threads: int, cancel: CancelCheck | None,
+                 meter: _Progress):
         self.reader, self.base, self.threads, self.cancel, self.meter = reader, base, threads, cancel, meter
-        self.hasher = hasher  # file_pieces() checks each tensor's hash here while the caller uses the tensor
         self.index = reader.index
+        self.version = self.index["format"]
+        self.hash_key, self.base_hash_key = tensor_hash_keys(self.version)
         self.codec = get_codec(self.index["codec"])
-        # file_pieces() hands out one tensor at a time, so base and output tensors reuse the same memory
-        self.base_buffer, self.out_buffer = ReadBuffer(), ReadBuffer()
         # a codec registered as lossless is always checked, whatever the index claims
         self.lossless = self.index["lossless"] or self.codec.lossless
+        self._stop = threading.Event()
+        self._copy_from = None
+        self.pool = BufferPool(keep=4 * threads + 2)
 
     def check_base(self) -> None:
-        """Every base tensor the artifact was coded against must be present and hash to its fingerprint."""
+        """Every base tensor the artifact was coded against must be present with its dtype and shape (from the base's
+        headers: nothing is read here). Its fingerprint is checked when it is read, before it is used."""
         used = [t for t in self.index["tensors"] if t.get("base")]
         if used and self.base is None:
             raise WrongBaseError(f"this artifact was made against a base model ({len(used)} tensors); "
                                  f"give the base folder")
-        refs = []
         for t in used:
-            ref = self.base.tensors.get(t["base"])
-            if ref is None:
-                raise WrongBaseError(f"the base has no tensor {t['base']!r}, which this artifact was made against")
-            if ref.spec.dtype != t["dtype"] or list(ref.spec.shape) != t["shape"]:
-                raise WrongBaseError(f"base tensor {t['base']!r} is {ref.spec.dtype}{list(ref.spec.shape)}, the "
-                                     f"artifact expects {t['dtype']}{t['shape']}: wrong base model")
-            refs.append((ref, t["base_sha256"]))
+            self._base_ref(t)
 
-        def fingerprint(item: tuple[TensorRef, str]) -> tuple[TensorRef, bool]:
-            check_cancel(self.cancel)
-            ref, expected = item
-            return ref, self.base.tensor_sha256(ref) == expected
-
-        with ThreadPoolExecutor(max(1, self.threads), thread_name_prefix="modelcodecs-base") as pool:
-            for ref, ok in pool.map(fingerprint, refs):
-                if not ok:
-                    raise WrongBaseError(f"base tensor {ref.name!r} differs from the one this artifact was made "
-                                         f"against: wrong base model")
+    def _base_ref(self, t: dict) -> TensorRef:
+        ref = self.base.folder.tensors.get(t["base"])
+        if ref is None:
+            raise WrongBaseError(f"the base has no tensor {t['base']!r}, which this artifact was made against")
+        rows = t.get("base_rows")
+        shape = list(ref.spec.shape)
+        fits = shape == t["shape"] if rows is None else (shape[1:] == t["shape"][1:] and shape and shape[0] >= rows)
+        if ref.spec.dtype != t["dtype"] or not fits:
+            raise WrongBaseError(f"base tensor {t['base']!r} is {ref.spec.dtype}{shape}, the artifact expects "
+                                 f"{t['dtype']}{t['shape']}" + (f" sharing its first {rows} rows" if rows else "")
+                                 + ": wrong base model")
+        return ref
 
     def tensor_bytes(self, position: int) -> bytearray:
-        """One decoded tensor, checked against its recorded hash."""
-        out = self._decoded(position, bytearray)
-        self._check(position, out)
-        return out
+        """One decoded tensor, checked against its recorded digest."""
+        return self._decoded(position, pooled=False)
 
     def _check(self, position: int, data) -> None:
         t = self.index["tensors"][position]
-        if self.lossless and _sha256(data) != t["sha256"]:
-            raise VerificationError(f"tensor {t['name']!r} does not match its recorded sha256: the artifact is "
-                                    f"corrupted")
+        if self.lossless and tensor_digest(data, self.version) != t[self.hash_key]:
+            raise VerificationError(f"tensor {t['name']!r} does not match its recorded {self.hash_key}: the "
+                                    f"artifact is corrupted")
 
-    def _decoded(self, position: int, allocate) -> bytearray | memoryview:
-        """One decoded tensor, not yet checked, in memory from ``allocate(nbytes)``."""
+    def _decoded(self, position: int, threads: int | None = None, pooled: bool = True) -> bytearray | memoryview:
+        """One tensor decoded and checked, in a block of the pool (give it back when done) or fresh memory."""
+        if self._stop.is_set():
+            raise CancelledError("stopped")
+        check_cancel(self.cancel)
         t = self.index["tensors"][position]
         source = self.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
         spec = TensorSpec(t["name"], t["dtype"], tuple(t["shape"]))
         chunks = [self.reader.read_chunk(rec) for rec in source["chunks"]]
-        base_data = None
-        if source.get("base"):  # the size is that of a real base tensor (check_base compared them)
-            base_data = self.base.read_tensor(self.base.tensors[source["base"]], self.base_buffer)
-        else:
-            payload = sum(chunk.nbytes for chunk in chunks)
-            if spec.nbytes > self.codec.max_expansion * payload + 4096:
-                raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes from {payload:,} bytes "
-                                           f"of payload, more than {self.codec.codec_id} can decode: corrupted "
-                                           f"artifact")
+        base_data, rows = None, source.get("base_rows")
+        if source.get("base"):  # the size is that of a real base tensor (_base_ref compared them)
+            ref = self._base_ref(source)
+            base_data = self.base.read(ref, rows, self.pool)
+            if self.base.fingerprint(ref, rows, base_data, self.version) != source[self.base_hash_key]:
+                raise WrongBaseError(f"base tensor {ref.name!r} differs from the one this artifact was made against: "
+                                     f"wrong base model")
+        payload = sum(chunk.nbytes for chunk in chunks)
+        unbased = spec.nbytes if base_data is None else spec.nbytes - len(base_data)
+        if unbased > self.codec.max_expansion * payload + 4096:
+            raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes from {payload:,} bytes "
+                                       f"of payload, more than {self.codec.codec_id} can decode: corrupted artifact")
         try:
-            out = allocate(spec.nbytes)
+            out = self.pool.take(spec.nbytes) if pooled else bytearray(spec.nbytes)
         except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely
             raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes, more memory than this "
                                        f"machine can give: corrupted artifact or too little memory") from None
-        self.codec.decode_tensor(spec, chunks, base_data, memoryview(out), threads=self.threads, cancel=self.cancel)
+        threads = self.threads if threads is None else threads
+        view = memoryview(out)
+        if rows is None:
+            self.codec.decode_tensor(spec, chunks, base_data, view, threads=threads, cancel=self.cancel)
+        else:
+            split, k = len(base_data), source["base_chunks"]
+            self.codec.decode_tensor(_rows_spec(spec, rows), chunks[:k], memoryview(base_data), view[:split],
+                                     threads=threads, cancel=self.cancel)
+            if spec.shape[0] > rows:
+                self.codec.decode_tensor(_rows_spec(spec, spec.shape[0] - rows), chunks[k:], None, view[split:],
+                                         threads=threads, cancel=self.cancel)
+            elif k != len(chunks):
+                raise CorruptArtifactError(f"tensor {t['name']!r}: chunks beyond its shared rows")
+        del view
+        if base_data is not None:
+            self.pool.give(base_data)
+        self._check(position, out)
         return out
 
-    def file_pieces(self, entry: dict) -> Iterator[bytes | bytearray | memoryview]:
-        """The file's bytes piece by piece; a piece is valid until the next one is asked for. A tensor's hash is
-        checked while the caller uses it, and a mismatch raises before the next piece (or the end) is reached."""
-        for seg in entry["segments"]:
-            check_cancel(self.cancel)
-            if "tensor" not in seg:
-                data = self._byte_range(entry["name"], seg)
-                self.meter.advance(len(data), f"restoring {entry['name']}")
-                yield data
-                continue
-            data = self._decoded(seg["tensor"], self.out_buffer.view)
+    def _piece(self, item: tuple[dict, dict]) -> bytes | bytearray | None:
+        """A segment's bytes, on a worker thread; None for a duplicate the writer copies from what it wrote."""
+        entry, seg = item
+        if "tensor" not in seg:
+            return self._byte_range(entry["name"], seg)
+        t = self.index["tensors"][seg["tensor"]]
+        if t.get("same_as") is not None and self._copy_from is not None:
+            return None
+        small = TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes <= SMALL_TENSOR_BYTES
+        return self._decoded(seg["tensor"], 1 if small else None)
+
+    def _seg_size(self, item: tuple[dict, dict]) -> int:
+        seg = item[1]
+        if "tensor" not in seg:
+            return seg["size"]
+        t = self.index["tensors"][seg["tensor"]]
+        return TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes
+
+    def pieces(self, copy_from=None) -> Iterator[tuple[dict, dict, bytes | bytearray]]:
+        """(file entry, segment, bytes) for every segment of every file, in order, decoded ahead on the worker threads; a
+        piece is valid until the next one is asked for. ``copy_from(position)`` gives the bytes of a tensor
+        already restored (a duplicate is then copied rather than decoded again)."""
+        self._copy_from = copy_from
+        items = [(entry, seg) for entry in self.index["files"] for seg in entry["segments"]]
+        release = lambda data: self.pool.give(data) if isinstance(data, memoryview) else None  # noqa: E731
+        for (entry, seg), data in zip(items, _run_ordered(items, self._piece, self._seg_size, self.threads,
+                                                          self._stop, release)):
+            if data is None:
+                data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
+                self._check(seg["tensor"], data)
             self.meter.advance(len(data), f"restoring {entry['name']}")
-            check = self.hasher.submit(self._check, seg["tensor"], data)
-            try:
-                yield data
-            finally:
-                wait([check])  # the buffer is not reused before its check is done
-            check.result()
-            del data  # drop the view: the buffer may need to be replaced by a larger one
+            yield entry, seg, data
+            del data
 
     def _byte_range(self, name: str, seg: dict) -> bytearray:
         data = bytearray()
@@ -365,12 +653,10 @@ class _ArtifactDecoder:
         return self.lossless or not any("tensor" in seg for seg in entry["segments"])
 
 
-def _open_decoder(stack: ExitStack, artifact_path, base_dir, threads, cancel, progress) -> _ArtifactDecoder:
+def _open_decoder(stack: ExitStack, artifact_path, base: _Base | None, threads, cancel, progress) -> _ArtifactDecoder:
     reader = stack.enter_context(ContainerReader(artifact_path))
-    base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None else None
     meter = _Progress(progress, reader.index["original_bytes"])
-    hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-check"))
-    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter, hasher)
+    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter)
     decoder.check_base()
     return decoder
 
@@ -379,39 +665,96 @@ def decompress_model(artifact_path, out_dir, *, base_dir=None, threads: int | No
                      progress: ProgressCallback | None = None, cancel: CancelCheck | None = None
                      ) -> DecompressSummary:
     """Restore the fine-tuned folder into ``out_dir`` (absent or empty), checking every hash as it writes."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"{out_dir}: output folder exists and is not empty")
+    return decompress_models([artifact_path], [out_dir], base_dir=base_dir, threads=threads, progress=progress,
+                             cancel=cancel)[0]
+
+
+def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int | None = None,
+                      progress: ProgressCallback | None = None, cancel: CancelCheck | None = None
+                      ) -> list[DecompressSummary]:
+    """Restore several artifacts made against one base (``out_dirs[i]`` for ``artifact_paths[i]``): the base is
+    opened once and each of its tensors fingerprinted once. ``progress`` restarts for each artifact."""
+    artifact_paths, out_dirs = list(artifact_paths), [Path(d) for d in out_dirs]
+    if len(artifact_paths) != len(out_dirs) or not artifact_paths:
+        raise ConfigError("give one output folder per artifact")
+    for out_dir in out_dirs:
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise ConfigError(f"{out_dir}: output folder exists and is not empty")
+    with ExitStack() as stack:
+        base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
+        return [_decompress_one(a, o, base, threads, progress, cancel) for a, o in zip(artifact_paths, out_dirs)]
+
+
+def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, progress, cancel) -> DecompressSummary:
     started = time.perf_counter()
     with ExitStack() as stack:
-        decoder = _open_decoder(stack, artifact_path, base_dir, threads, cancel, progress)
+        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.urandom(6).hex()}")
         tmp.mkdir()
+        hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash"))
+        written_at: dict[int, tuple[Path, int, int]] = {}  # tensor position -> where it was restored
+
+        def copy_from(position: int) -> bytearray:
+            path, offset, size = written_at[position]
+            with open(path, "rb") as restored:
+                return bytearray(os.pread(restored.fileno(), size, offset))
+
+        written, handle, current, digest, offset, pieces = 0, None, None, None, 0, None
         try:
-            written = 0
-            for entry in decoder.index["files"]:
-                path = tmp / entry["name"]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha256()
-                with open(path, "xb") as handle:
-                    for piece in decoder.file_pieces(entry):
-                        digest.update(piece)
-                        handle.write(piece)
-                        written += len(piece)
-                        del piece
+            def close_file(entry: dict) -> None:
+                handle.close()
                 if decoder.checks_file(entry) and digest.hexdigest() != entry["sha256"]:
                     raise VerificationError(f"{entry['name']}: restored file does not match its recorded sha256")
+
+            for entry in decoder.index["files"]:  # files without segments (empty) get no pieces
+                if not entry["segments"]:
+                    (tmp / entry["name"]).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / entry["name"]).touch(exist_ok=False)
+                    if decoder.checks_file(entry) and hashlib.sha256().hexdigest() != entry["sha256"]:
+                        raise VerificationError(f"{entry['name']}: restored file does not match its recorded sha256")
+            pieces = stack.enter_context(closing(decoder.pieces(copy_from)))
+            for entry, seg, piece in pieces:
+                if entry is not current:
+                    if current is not None:
+                        close_file(current)
+                    current, offset = entry, 0
+                    path = tmp / entry["name"]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    handle, digest = open(path, "xb", buffering=0), hashlib.sha256()
+                # the file's sha256 runs beside the write
+                hashed = hasher.submit(digest.update, piece)
+                try:
+                    view, done = memoryview(piece), 0
+                    while done < len(view):
+                        done += handle.write(view[done:])
+                    del view
+                finally:
+                    wait([hashed])
+                hashed.result()
+                if "tensor" in seg:
+                    written_at[seg["tensor"]] = (path, offset, len(piece))
+                offset += len(piece)
+                written += len(piece)
+                del piece
+            if current is not None:
+                close_file(current)
             if out_dir.exists():
                 out_dir.rmdir()
             os.replace(tmp, out_dir)
         except BaseException:
+            if handle is not None:
+                handle.close()
+            if pieces is not None:
+                pieces.close()  # the workers stop before the partial output goes
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     seconds = time.perf_counter() - started
     return DecompressSummary(files=len(decoder.index["files"]), bytes_written=written, seconds=round(seconds, 3),
                              mb_per_s=_mb_per_s(written, seconds), verified=decoder.lossless,
-                             lossless=decoder.lossless, peak_rss_bytes=_peak_rss())
+                             lossless=decoder.lossless, peak_rss_bytes=_peak_rss(),
+                             file_sha256={e["name"]: e["sha256"] for e in decoder.index["files"]
+                                          if decoder.checks_file(e)})
 
 
 def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads: int | None = None,
@@ -419,31 +762,35 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads
     """Decode everything in memory (nothing is written) and check every recorded hash; with ``reference_dir``,
     also check that the recorded hashes are those of the reference folder's files."""
     started = time.perf_counter()
-    results, problems = [], []
+    problems = []
     with ExitStack() as stack:
-        decoder = _open_decoder(stack, artifact_path, base_dir, threads, cancel, progress)
-        for entry in decoder.index["files"]:
-            digest = hashlib.sha256()
-            try:
-                for piece in decoder.file_pieces(entry):
-                    digest.update(piece)
-                    del piece
-                ok = not decoder.checks_file(entry) or digest.hexdigest() == entry["sha256"]
-            except VerificationError as exc:
-                ok = False
-                problems.append(str(exc))
-            if not ok and not problems:
+        base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
+        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress)
+        entries = decoder.index["files"]
+        digests = {e["name"]: hashlib.sha256() for e in entries}
+        failed: str | None = None
+        try:
+            for entry, _, piece in stack.enter_context(closing(decoder.pieces())):
+                digests[entry["name"]].update(piece)
+                del piece
+        except VerificationError as exc:  # the tensor being restored does not match: its file fails
+            problems.append(str(exc))
+            failed = str(exc)
+        results = []
+        for entry in entries:
+            digest = digests[entry["name"]].hexdigest()
+            ok = failed is None and (not decoder.checks_file(entry) or digest == entry["sha256"])
+            if failed is None and not ok:
                 problems.append(f"{entry['name']}: restored bytes do not match the recorded sha256")
-            results.append({"name": entry["name"], "sha256": digest.hexdigest(), "ok": ok})
+            results.append({"name": entry["name"], "sha256": digest, "ok": ok})
     if reference_dir is not None:
-        recorded = {e["name"]: e["sha256"] for e in decoder.index["files"]}
+        recorded = {e["name"]: e["sha256"] for e in entries}
         with ModelFolder(reference_dir) as reference:
             names = {plan.name for plan in reference.files}
             for name in sorted(names ^ set(recorded)):
                 problems.append(f"{name}: present in only one of the artifact and {reference_dir}")
-            for result in results:
-                if result["name"] in names and decoder.checks_file(
-                        next(e for e in decoder.index["files"] if e["name"] == result["name"])):
+            for result, entry in zip(results, entries):
+                if result["name"] in names and decoder.checks_file(entry):
                     if reference.file_sha256(result["name"]) != recorded[result["name"]]:
                         result["ok"] = False
                         problems.append(f"{result['name']}: differs from the reference folder's file")
@@ -459,20 +806,16 @@ def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | Non
     """Decode one tensor by name without reading the others' payloads."""
     with ExitStack() as stack:
         reader = stack.enter_context(ContainerReader(artifact_path))
-        base = stack.enter_context(ModelFolder(base_dir)) if base_dir is not None else None
+        base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
         positions = [i for i, t in enumerate(reader.index["tensors"]) if t["name"] == name]
         if not positions:
             raise ConfigError(f"the artifact has no tensor {name!r}")
-        hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-check"))
-        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0), hasher)
+        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0))
         t = reader.index["tensors"][positions[0]]
         source = reader.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
-        if source.get("base"):
-            if base is None or source["base"] not in base.tensors:
-                raise WrongBaseError(f"tensor {name!r} was coded against base tensor {source['base']!r}: give the "
-                                     f"base folder that has it")
-            if base.tensor_sha256(base.tensors[source["base"]]) != source["base_sha256"]:
-                raise WrongBaseError(f"base tensor {source['base']!r} differs from the one used: wrong base model")
+        if source.get("base") and (base is None or source["base"] not in base.folder.tensors):
+            raise WrongBaseError(f"tensor {name!r} was coded against base tensor {source['base']!r}: give the "
+                                 f"base folder that has it")
         return TensorSpec(t["name"], t["dtype"], tuple(t["shape"])), decoder.tensor_bytes(positions[0])
 
 

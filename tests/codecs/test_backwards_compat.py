@@ -96,10 +96,22 @@ def test_base_conditioned_encodings_of_earlier_versions_decode(config):
         assert bytes(out) == stored_input
 
 
-def _write_pair(root: Path) -> None:
-    """A tiny base/fine-tuned pair of safetensors folders, written with the format spelled out by hand."""
+def _grow_rows(spec: TensorSpec, data: bytes, rows: int) -> tuple[TensorSpec, bytes]:
+    """The tensor with ``rows`` more leading-dimension rows (deterministic bytes), or fewer when negative."""
+    row = len(data) // spec.shape[0]
+    extra = np.random.default_rng(abs(rows)).integers(0, 256, row * max(rows, 0), dtype=np.uint8).tobytes()
+    return TensorSpec(spec.name, spec.dtype, (spec.shape[0] + rows, *spec.shape[1:])), (data + extra)[
+        :row * (spec.shape[0] + rows)]
+
+
+def _write_pair(root: Path, rows: bool = False) -> None:
+    """A tiny base/fine-tuned pair of safetensors folders, written with the format spelled out by hand; with
+    ``rows``, the fine-tune's first tensor has 3 rows more than its base and its second 4 rows fewer."""
     for side in ("base", "finetuned"):
         tensors = {spec.name: (spec, tuned if side == "finetuned" else base) for spec, tuned, base in _inputs()}
+        if rows and side == "finetuned":
+            for name, grow in (("t0", 3), ("t1", -4)):
+                tensors[name] = _grow_rows(*tensors[name], grow)
         header, offset = {"__metadata__": {"format": "pt"}}, 0
         for name, (spec, data) in tensors.items():
             header[name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset,
@@ -114,14 +126,36 @@ def _write_pair(root: Path) -> None:
         (folder / "config.json").write_text(json.dumps({"model_type": "fixture", "architectures": ["Fixture"]}))
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("codec_id", ["fmdelta", "zstd", "xor-zstd"])
-def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, tmp_path):
-    root = FIXTURE / "dvz" / "format.01"
+def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, version, tmp_path):
+    root = FIXTURE / "dvz" / f"format.{version:02d}"
     if not (root / "finetuned").exists():
         _write_pair(root)
     artifact = root / f"{codec_id}.dvz"
     if not artifact.exists():
         modelcodecs.compress_model(root / "finetuned", artifact, codec=codec_id, base_dir=root / "base", threads=1)
+    assert modelcodecs.inspect_artifact(artifact)["format_version"] == version
+    out = tmp_path / "restored"
+    modelcodecs.decompress_model(artifact, out, base_dir=root / "base", threads=1)
+    for name in ("model.safetensors", "config.json"):
+        assert (out / name).read_bytes() == (root / "finetuned" / name).read_bytes()
+
+
+def test_dvz_format_2_shared_rows_restore_byte_for_byte(tmp_path):
+    """Format 2's tensors coded against the leading rows of a base tensor of another first dimension."""
+    root = FIXTURE / "dvz" / "format.02-rows"
+    if not (root / "finetuned").exists():
+        _write_pair(root, rows=True)
+    artifact = root / "fmdelta.dvz"
+    if not artifact.exists():
+        modelcodecs.compress_model(root / "finetuned", artifact, codec={"id": "fmdelta", "chunk_elements": 4096},
+                                   base_dir=root / "base", threads=1)
+    info = modelcodecs.inspect_artifact(artifact)
+    assert info["format_version"] == 2
+    by_name = {t["name"]: t for t in info["tensor_list"]}
+    assert by_name["t0"]["shape"] == [36, 17] and by_name["t0"]["base"] == "t0"
+    assert by_name["t1"]["shape"] == [60, 40] and by_name["t1"]["base"] == "t1"
     out = tmp_path / "restored"
     modelcodecs.decompress_model(artifact, out, base_dir=root / "base", threads=1)
     for name in ("model.safetensors", "config.json"):

@@ -66,7 +66,7 @@ def test_layout_header_and_footer(tmp_path):
     _write(path, [b"hello", b"world"])
     data = path.read_bytes()
     magic, version, flags, reserved = HEADER.unpack(data[:HEADER.size])
-    assert (magic, version, flags, reserved) == (MAGIC, 1, 0, bytes(8))
+    assert (magic, version, flags, reserved) == (MAGIC, 2, 0, bytes(8))
     assert data[HEADER.size:HEADER.size + 10] == b"helloworld"
     offset, length, digest, end = FOOTER.unpack(data[-FOOTER.size:])
     assert end == b"DVZ-END\x00"

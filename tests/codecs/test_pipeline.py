@@ -59,7 +59,7 @@ def test_base_used_only_for_matching_tensors(artifact):
     assert by_name["score.weight"]["base"] is None  # not in the base
     assert by_name["layers.0.norm.running_mean"]["base"] is None  # other shape in the base
     assert by_name["lm_head.weight"]["coders"] == ["duplicate"]
-    assert info["codec"] == "xor-zstd" and info["format_version"] == 1
+    assert info["codec"] == "xor-zstd" and info["format_version"] == 2
     assert info["tensors"] == len(info["tensor_list"])
     assert info["compressed_bytes"] == path.stat().st_size
     assert info["ratio"] == pytest.approx(info["original_bytes"] / info["compressed_bytes"], rel=1e-3)

@@ -11,7 +11,6 @@ the life cycle removes after a failure, a cancel or a dead worker.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -162,16 +161,9 @@ def restore_artifact(*, job: Job, artifact: Artifact, out_dir: Path, reporter: J
         ).as_dict()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _verify_restored(*, artifact: Artifact, out_dir: Path) -> dict:
-    """Compare every restored file's sha256 with the fine-tuned model's recorded hashes."""
+def _verify_restored(*, artifact: Artifact, out_dir: Path, restored_sha256: dict) -> dict:
+    """Compare every restored file's sha256 with the fine-tuned model's recorded hashes. The restore hashed every
+    file as it wrote it and checked it against the artifact (``restored_sha256``), so nothing is read again."""
     codec_cls = _codec_class(artifact.codec_id)
     if codec_cls is not None and not codec_cls.lossless:
         return {"status": "skipped", "reason": "lossy codec: values are approximate", "checked": 0,
@@ -182,7 +174,7 @@ def _verify_restored(*, artifact: Artifact, out_dir: Path) -> dict:
     if not recorded:
         return {"status": "skipped", "reason": "no file hashes recorded", "checked": 0, "mismatched": []}
     mismatched = [name for name, sha in sorted(recorded.items())
-                  if not (out_dir / name).is_file() or (sha and _sha256(out_dir / name) != sha)]
+                  if not (out_dir / name).is_file() or (sha and restored_sha256.get(name) != sha)]
     status = Artifact.Verification.FAILED if mismatched else Artifact.Verification.VERIFIED
     return {"status": str(status), "checked": len(recorded), "mismatched": mismatched}
 
@@ -198,7 +190,8 @@ def _run_decompress(*, job: Job, reporter: JobReporter) -> dict:
     try:
         summary = _jsonable(restore_artifact(job=job, artifact=artifact, out_dir=out_dir, reporter=reporter))
         reporter.stage("verifying")
-        verification = _verify_restored(artifact=artifact, out_dir=out_dir)
+        verification = _verify_restored(artifact=artifact, out_dir=out_dir,
+                                        restored_sha256=summary.pop("file_sha256", {}))
         if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
             artifact.verification = verification["status"]
             artifact.verified_at = timezone.now()
