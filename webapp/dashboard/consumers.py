@@ -16,6 +16,8 @@ or a token goes) makes each of the user's sockets check its access again and clo
 
 from __future__ import annotations
 
+import time
+
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import JsonWebsocketConsumer
 from django.contrib.auth import get_user_model
@@ -30,6 +32,8 @@ CLOSE_ACCESS_REVOKED = 4403
 CLOSE_NOT_FOUND = 4404
 # How many recent jobs a team subscriber gets on connect.
 TEAM_INITIAL_JOBS = 50
+# An open socket checks its access again before forwarding an update at least this often (seconds).
+ACCESS_RECHECK_SECONDS = 30.0
 
 
 class _RefusingConsumer(JsonWebsocketConsumer):
@@ -41,6 +45,7 @@ class _RefusingConsumer(JsonWebsocketConsumer):
 
 class _JobEventsConsumer(_RefusingConsumer):
     groups_joined: tuple[str, ...] = ()
+    checked_at = 0.0
 
     def connect(self):
         user = self.scope.get("user")
@@ -56,6 +61,7 @@ class _JobEventsConsumer(_RefusingConsumer):
         for name in self.groups_joined:
             async_to_sync(self.channel_layer.group_add)(name, self.channel_name)
         self.accept()
+        self.checked_at = time.monotonic()
         self.send_json(initial)
 
     def subscribe(self, user) -> tuple[str, dict]:
@@ -82,10 +88,13 @@ class _JobEventsConsumer(_RefusingConsumer):
             return False
         return True
 
+    def _revoke(self) -> None:
+        self.disconnect(CLOSE_ACCESS_REVOKED)  # leave the groups now: not one more update reaches the socket
+        self.close(code=CLOSE_ACCESS_REVOKED)
+
     def access_recheck(self, event):
         if not self._still_allowed():
-            self.disconnect(CLOSE_ACCESS_REVOKED)  # leave the groups now: not one more update reaches the socket
-            self.close(code=CLOSE_ACCESS_REVOKED)
+            self._revoke()
 
     def receive_json(self, content, **kwargs):
         # The stream is one-way; a client may ping to keep proxies from closing an idle socket.
@@ -93,6 +102,13 @@ class _JobEventsConsumer(_RefusingConsumer):
             self.send_json({"type": "pong"})
 
     def job_update(self, event):
+        # Access is pushed to be re-checked when it changes (access.recheck); should that message be lost, an
+        # update still checks again once ACCESS_RECHECK_SECONDS have passed since the last check.
+        if time.monotonic() - self.checked_at > ACCESS_RECHECK_SECONDS:
+            self.checked_at = time.monotonic()
+            if not self._still_allowed():
+                self._revoke()
+                return
         self.send_json({"type": "job.update", "job": event["job"]})
 
 

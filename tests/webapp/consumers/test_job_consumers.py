@@ -227,3 +227,21 @@ async def test_ping_gets_pong(application, world):
     assert await comm.receive_json_from() == {"type": "pong"}
     await comm.disconnect()
     await _assert_no_groups_left()
+
+
+async def test_an_update_checks_access_again_when_the_push_was_lost(application, world, monkeypatch):
+    from webapp.dashboard import consumers
+    from webapp.teams.services import membership_add, membership_remove
+
+    monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr("webapp.teams.services.user_sockets_recheck", lambda **_: None)   # the push is lost
+    await sync_to_async(membership_add)(team=world["acme"], user=world["bob"], by=world["alice"])
+    comm, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/?token={world['bob_token']}")
+    assert connected and await comm.receive_json_from()
+    await get_channel_layer().group_send("team-acme", {"type": "job.update", "job": {"id": 1}})
+    assert (await comm.receive_json_from())["job"] == {"id": 1}
+    await sync_to_async(membership_remove)(team=world["acme"], user=world["bob"], by=world["alice"])
+    await get_channel_layer().group_send("team-acme", {"type": "job.update", "job": {"id": 2, "log_tail": "secret"}})
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+    await comm.disconnect()
+    await _assert_no_groups_left()
