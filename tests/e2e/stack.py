@@ -104,11 +104,11 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_worker(self, timeout: float = 120) -> None:
+    def start_worker(self, timeout: float = 120, queues: str = "cpu,gpu") -> None:
         log = self.logs / "worker.log"
         start = log.stat().st_size if log.exists() else 0
         proc = self._spawn("worker", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-                                      "-Q", "cpu,gpu", "-P", "prefork", "-c", "1", "-l", "info",
+                                      "-Q", queues, "-P", "prefork", "-c", "1", "-l", "info",
                                       "-n", f"e2e-{secrets.token_hex(3)}@%h",
                                       "--without-gossip", "--without-mingle", "--without-heartbeat"])
         deadline = time.monotonic() + timeout

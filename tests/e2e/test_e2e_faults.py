@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+from playwright.sync_api import expect
+
 from tests.e2e.conftest import Api
 from tests.e2e.test_e2e_stack import api_pair, api_wait, login, wait_connected
 
@@ -118,3 +120,28 @@ def test_websocket_refusals_are_close_codes_and_the_dashboard_stops(stack, accou
     assert bob_page.evaluate("window.deltavault.reconnects || 0") == 0
     assert bob_page.evaluate("window.deltavault.connected") is False
     bob_page.context.close()
+
+
+def test_workers_page_and_the_flag_of_a_queue_no_worker_serves(stack, api_alice, tiny_pair, context):
+    worker = _wait(lambda: _live_workers(api_alice), 30, "a live worker")[0]
+    page = context.new_page()
+    login(page, "alice")
+    page.click("nav >> text=Workers")
+    row = page.locator(f'tr[data-worker="{worker["name"]}"]')
+    expect(row.locator("[data-field=queues]")).to_have_text("cpu, gpu")
+    expect(row.locator("[data-field=device]")).to_contain_text("CPU cores")
+    # Only the cpu queue is served now: the form says so and so does the job's page.
+    stack.stop("worker")
+    stack.start_worker(queues="cpu")
+    _wait(lambda: [w for w in _live_workers(api_alice) if w["queues"] == ["cpu"]], 30, "the cpu-only worker")
+    page.goto("/jobs/new/")
+    expect(page.locator("#id_queue option[value=gpu]")).to_have_text("GPU worker (no live worker)")
+    pair_id = api_pair(api_alice, stack, "flag-pair", *tiny_pair)
+    status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "pair": pair_id,
+                                                   "codec_config": {"id": "zstd"}, "queue": "gpu"})
+    assert status == 201 and "No live worker serves the gpu queue" in job["queue_warning"], job
+    page.goto(f"/jobs/{job['id']}/")
+    expect(page.locator("[data-field=queue_warning]")).to_contain_text("No live worker serves the gpu queue")
+    api_alice.post(f"/api/v1/jobs/{job['id']}/cancel/")
+    stack.stop("worker")
+    stack.start_worker()
