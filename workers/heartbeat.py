@@ -84,6 +84,7 @@ class Heartbeat(threading.Thread):
         self.queues = sorted(queues)
         self.device = {"cpu_cores": cpu_cores()}
         self.stopping = threading.Event()
+        self.beat_at = None  # when the last recorded heartbeat was taken
 
     def beat(self) -> None:
         from django.utils import timezone
@@ -94,16 +95,18 @@ class Heartbeat(threading.Thread):
         held = held_job_ids()
         worker_heartbeat(name=self.name_, hostname=socket.gethostname(), pid=os.getpid(), queues=self.queues,
                          device=self.device, held_jobs=held, at=at)
+        self.beat_at = at
 
     def sweep(self) -> None:
         from webapp.jobs.models import Job
         from webapp.jobs.worker_services import jobs_reconcile, jobs_sweep
         from workers.broker import broker_pending_task_ids
 
-        jobs_sweep()
+        # Judged as of this worker's last heartbeat, so a slow database write never makes it find itself gone.
+        jobs_sweep(now=self.beat_at)
         pending = broker_pending_task_ids(self.consumer.app, queues=list(Job.Queue.values))
         if pending is not None:
-            jobs_reconcile(pending_task_ids=pending)
+            jobs_reconcile(pending_task_ids=pending, now=self.beat_at)
 
     def _probe(self) -> None:
         self.device = {**self.device, **probe_gpu()}  # a new dict: a heartbeat may be reading the old one

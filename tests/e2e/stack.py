@@ -200,7 +200,7 @@ def start_stack(home: Path, *, extra_env: dict | None = None) -> Stack:
         "DELTAVAULT_JOB_THREADS": "1",
         # Heartbeats and sweeps in fractions of seconds, so fault tests take seconds, not minutes.
         "DELTAVAULT_WORKER_HEARTBEAT": "0.5",
-        "DELTAVAULT_WORKER_TIMEOUT": "3",
+        "DELTAVAULT_WORKER_TIMEOUT": "5",
         "DELTAVAULT_SWEEP_INTERVAL": "1",
         "DELTAVAULT_RECONCILE_GRACE": "2",
         "PYTHONUNBUFFERED": "1",
