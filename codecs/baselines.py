@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ._bytecoding import planes_decode, planes_encode, zstd_compress, zstd_decompress
 from ._threads import iter_ordered, resolve_threads
@@ -25,8 +25,10 @@ class _ChunkedByteCodec(Codec):
     meta_n_unit = "bytes"
 
     @abstractmethod
-    def _encode_chunk(self, data: memoryview, base: memoryview | None, item: int) -> tuple[bytes, dict]:
-        """Code one chunk; return the payload and its small meta."""
+    def _encode_chunk(self, data: memoryview, base: memoryview | None, item: int,
+                      cancel: Callable[[], None] | None = None) -> tuple[bytes, dict]:
+        """Code one chunk; return the payload and its small meta. ``cancel()`` raises when the caller asked to
+        stop: a slow coder calls it between pieces of the chunk."""
 
     @abstractmethod
     def _decode_chunk(self, payload: bytes, meta: dict, base: memoryview | None, out: memoryview, item: int,
@@ -46,9 +48,15 @@ class _ChunkedByteCodec(Codec):
         base = memoryview(base).cast("B") if base is not None else None
         item = DTYPE_SIZES[spec.dtype]
 
+        def stop() -> None:
+            check_cancel(cancel)
+
         def job(bound: tuple[int, int]) -> EncodedChunk:
             a, b = bound
-            payload, meta = self._encode_chunk(data[a:b], base[a:b] if base is not None else None, item)
+            stop()  # a queued chunk whose turn comes after a cancel does not start
+            args = (data[a:b], base[a:b] if base is not None else None, item)
+            # Only a caller that can cancel passes the check on (subclasses may take the three arguments only).
+            payload, meta = self._encode_chunk(*args, stop) if cancel is not None else self._encode_chunk(*args)
             if len(payload) >= b - a:
                 return EncodedChunk("raw", bytes(data[a:b]), {"n": b - a})
             return EncodedChunk(self.coder, payload, {"n": b - a, **meta})
@@ -95,8 +103,8 @@ class ZstdCodec(_ChunkedByteCodec):
         Param("chunk_bytes", int, 4 << 20, "bytes per independently coded chunk", minimum=4096, maximum=1 << 28),
     )
 
-    def _encode_chunk(self, data, base, item):
-        return zstd_compress(data, self.level), {}
+    def _encode_chunk(self, data, base, item, cancel=None):
+        return zstd_compress(data, self.level, cancel), {}
 
     def _decode_chunk(self, payload, meta, base, out, item, what):
         out[:] = zstd_decompress(payload, out.nbytes, what)
@@ -112,8 +120,8 @@ class XorZstdCodec(_ChunkedByteCodec):
         Param("chunk_bytes", int, 4 << 20, "bytes per independently coded chunk", minimum=4096, maximum=1 << 28),
     )
 
-    def _encode_chunk(self, data, base, item):
-        return planes_encode(data, base, item, self.level), {"xor": base is not None}
+    def _encode_chunk(self, data, base, item, cancel=None):
+        return planes_encode(data, base, item, self.level, cancel), {"xor": base is not None}
 
     def _decode_chunk(self, payload, meta, base, out, item, what):
         xor = meta.get("xor")

@@ -35,6 +35,21 @@ def _parse_option(codec_cls: type[Codec], text: str) -> tuple[str, object]:
         raise ConfigError(f"--option {key}: expected {kind.__name__}, got {raw!r}") from None
 
 
+STAGE_WIDTH = 40
+
+
+def short_stage(stage: str, width: int = STAGE_WIDTH) -> str:
+    """Fit a stage text such as ``compressing model.layers.0.mlp.up_proj.weight`` in ``width`` characters: the
+    verb stays whole, the tensor name loses its start (its end names the weight)."""
+    if len(stage) <= width:
+        return stage
+    verb, _, name = stage.partition(" ")
+    room = width - len(verb) - 2  # a space and the ellipsis
+    if not name or room < 8:
+        return stage[: width - 1] + "…"
+    return f"{verb} …{name[-room:]}"
+
+
 @contextmanager
 def _progress_bar(enabled: bool, description: str):
     """A tqdm bar on stderr fed by the pipeline's progress callback; silent when not a TTY or with --quiet."""
@@ -49,7 +64,7 @@ def _progress_bar(enabled: bool, description: str):
     def update(done: int, total: int, stage: str) -> None:
         bar.total = total
         bar.n = done
-        bar.set_postfix_str(stage[-40:], refresh=False)
+        bar.set_postfix_str(short_stage(stage), refresh=False)
         bar.refresh()
 
     try:

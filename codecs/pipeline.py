@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import shutil
 import threading
 import time
@@ -29,6 +28,7 @@ from .abc import DTYPE_SIZES, CancelCheck, Codec, EncodedChunk, ProgressCallback
 from .container import FORMAT_VERSION, ContainerReader, ContainerWriter, tensor_hash_keys
 from .errors import CancelledError, ConfigError, CorruptArtifactError, VerificationError, WrongBaseError
 from .hfio import BufferPool, ModelFolder, TensorRef
+from .memory import peak_rss
 from .registry import get_codec
 
 BLOB_CHUNK = 4 << 20
@@ -40,19 +40,6 @@ WINDOW_BYTES = 64 << 20
 SMALL_TENSOR_BYTES = 8 << 20
 HASH_KEY, BASE_HASH_KEY = tensor_hash_keys(FORMAT_VERSION)
 LIBRARY_VERSION = "0.1.0"
-
-
-def _peak_rss() -> int:
-    """This process's peak resident memory. VmHWM, unlike ru_maxrss, does not inherit the peak of the parent a
-    Celery pool process was forked from."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _mb_per_s(nbytes: int, seconds: float) -> float:
@@ -322,7 +309,7 @@ def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, thr
         codec=codec.codec_id, codec_config=codec.get_config(), original_bytes=original,
         compressed_bytes=compressed, ratio=round(original / compressed, 4) if compressed else 0.0,
         tensors=len(encoder.records), files=len(files), deduplicated_tensors=encoder.duplicates,
-        seconds=round(seconds, 3), mb_per_s=_mb_per_s(original, seconds), peak_rss_bytes=_peak_rss(),
+        seconds=round(seconds, 3), mb_per_s=_mb_per_s(original, seconds), peak_rss_bytes=peak_rss(),
         bytes_by_coder=encoder.bytes_by_coder)
 
 
@@ -752,7 +739,7 @@ def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, p
     seconds = time.perf_counter() - started
     return DecompressSummary(files=len(decoder.index["files"]), bytes_written=written, seconds=round(seconds, 3),
                              mb_per_s=_mb_per_s(written, seconds), verified=decoder.lossless,
-                             lossless=decoder.lossless, peak_rss_bytes=_peak_rss(),
+                             lossless=decoder.lossless, peak_rss_bytes=peak_rss(),
                              file_sha256={e["name"]: e["sha256"] for e in decoder.index["files"]
                                           if decoder.checks_file(e)})
 

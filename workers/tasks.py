@@ -69,6 +69,15 @@ def run_job(self, job_id: int) -> dict:
     return {"job_id": job.pk, "status": job.status}
 
 
+@shared_task(name="workers.tasks.housekeeping")
+def housekeeping() -> dict:
+    """Periodic (Celery beat): expire restored copies, remove artifact files no row points at."""
+    from webapp.jobs.services import restored_expire
+    from webapp.registry.services import artifact_storage_sweep
+
+    return {"restored_expired": restored_expire(), "orphans_removed": artifact_storage_sweep()}
+
+
 @task_failure.connect(sender=run_job)
 def run_job_lost(sender=None, task_id=None, exception=None, args=None, kwargs=None, einfo=None, **_):
     """A pool process that dies mid-job (killed, out of memory, hard time limit) never reaches ``on_failure``;

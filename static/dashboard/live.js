@@ -30,17 +30,6 @@
     qsa("[data-field=stage]", root).forEach(function (el) { el.textContent = job.stage || ""; });
   }
 
-  function fmt(v) {
-    if (typeof v === "number") {
-      if (Number.isInteger(v)) return v.toLocaleString();
-      return Math.abs(v) >= 100 ? v.toFixed(1) : String(Number(v.toPrecision(4)));
-    }
-    if (v === null || v === undefined) return "";
-    if (typeof v === "boolean") return String(v);
-    if (typeof v === "object") return JSON.stringify(v);
-    return String(v);
-  }
-
   function updateJobPage(job) {
     var page = qs("[data-job-page]");
     if (!page || String(page.getAttribute("data-job-page")) !== String(job.id)) return;
@@ -50,11 +39,12 @@
     var log = qs("[data-field=log_tail]", page);
     if (log) { var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4; log.textContent = job.log_tail || ""; if (atEnd) log.scrollTop = log.scrollHeight; }
     var metrics = qs("[data-field=metrics]", page);
-    if (metrics && job.metrics && typeof job.metrics === "object") {
+    if (metrics && Array.isArray(job.metrics_display)) {
+      // Labels with units and formatted values come from the server (webapp.jobs.metrics), raw values stay in REST.
       metrics.innerHTML = "";
-      Object.keys(job.metrics).sort().forEach(function (k) {
-        var dt = document.createElement("dt"); dt.textContent = k.replace(/_/g, " ");
-        var dd = document.createElement("dd"); dd.textContent = fmt(job.metrics[k]);
+      job.metrics_display.forEach(function (row) {
+        var dt = document.createElement("dt"); dt.textContent = row.label; dt.setAttribute("data-metric", row.key);
+        var dd = document.createElement("dd"); dd.textContent = row.text;
         metrics.appendChild(dt); metrics.appendChild(dd);
       });
     }
@@ -80,6 +70,7 @@
     var row = qs('tr[data-job-id="' + job.id + '"]', table);
     var pairPage = document.body.getAttribute("data-pair-page");
     if (!row && pairPage && String(job.pair_id) !== pairPage) return;   // the pair page lists its own jobs only
+    if (!row && document.body.hasAttribute("data-jobs-filtered")) return;  // a filtered or older page: no new rows
     if (!row) {
       var tpl = qs("#job-row-template");
       if (!tpl) return;
@@ -92,6 +83,11 @@
     }
     qsa("[data-field=kind]", row).forEach(function (el) { el.textContent = job.kind || ""; });
     qsa("[data-field=codec]", row).forEach(function (el) { el.textContent = job.codec || ""; });
+    qsa("[data-field=pair]", row).forEach(function (el) { if (!el.textContent) el.textContent = job.pair_name || ""; });
+    qsa("[data-field=model]", row).forEach(function (el) {
+      if (!el.textContent) el.textContent = job.model_name || (job.input_artifact_id ? "artifact #" + job.input_artifact_id : "");
+    });
+    qsa("[data-field=who]", row).forEach(function (el) { el.textContent = job.created_by || ""; });
     setProgress(row, job);
   }
 
@@ -161,7 +157,16 @@
     select.addEventListener("change", sync); kind.addEventListener("change", sync); sync();
   }
 
+  // Forms marked data-confirm="question" ask before they submit (delete, cancel, replace or revoke a token).
+  function confirmations() {
+    document.addEventListener("submit", function (ev) {
+      var form = ev.target.closest ? ev.target.closest("form[data-confirm]") : null;
+      if (form && !window.confirm(form.getAttribute("data-confirm"))) ev.preventDefault();
+    }, true);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    confirmations();
     codecOptions();
     var path = document.body.getAttribute("data-ws");
     if (path && "WebSocket" in window) connect(path);

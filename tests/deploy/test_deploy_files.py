@@ -23,7 +23,7 @@ def compose() -> dict:
 
 
 def test_compose_has_all_services(compose):
-    assert set(compose["services"]) == {"web", "worker-gpu", "worker-cpu", "redis", "postgres"}
+    assert set(compose["services"]) == {"web", "worker-gpu", "worker-cpu", "beat", "redis", "postgres"}
     for name, service in compose["services"].items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
         assert service["healthcheck"]["test"], name
@@ -85,3 +85,15 @@ def test_entry_scripts_are_executable_bash(script):
     assert path.read_text().startswith("#!/usr/bin/env bash\n")
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_periodic_housekeeping_runs_in_compose_and_scripts_run(compose):
+    """Restored copies expire only if Celery beat runs: a beat service in compose, ``-B`` in scripts/run."""
+    import re
+
+    from django.conf import settings
+
+    assert compose["services"]["beat"]["command"][:4] == ["celery", "-A", "workers.celery_app", "beat"]
+    assert settings.CELERY_BEAT_SCHEDULE["housekeeping"]["task"] == "workers.tasks.housekeeping"
+    run = (REPO / "scripts" / "run").read_text()
+    assert re.search(r"celery -A workers.celery_app worker .*-B ", run)

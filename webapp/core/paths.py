@@ -34,10 +34,18 @@ def path_resolve_in_roots(raw: str | os.PathLike, *, roots: list[Path] | None = 
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
     resolved = candidate.resolve()
-    inside = next((root for root in roots if resolved == root or resolved.is_relative_to(root)), None)
-    if inside is None:
+
+    def within(path: Path) -> bool:
+        return any(path == root or path.is_relative_to(root) for root in roots)
+
+    if not resolved.exists() and within(Path(os.path.normpath(candidate))):
+        # Typed inside the roots (a path the user may see) but missing, e.g. a link whose target is gone: say so,
+        # rather than that it is outside.
+        raise ApplicationError("The path does not exist.", extra={"path": text})
+    if not within(resolved):
         raise ApplicationError(
-            "The path is outside the folders models and datasets may be registered from.",
+            "The path is outside the folders models and datasets may be registered from ("
+            + ", ".join(str(r) for r in roots) + ").",
             extra={"path": text, "roots": [str(r) for r in roots]},
         )
     if not resolved.exists():

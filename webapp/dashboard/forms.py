@@ -46,6 +46,12 @@ class PairCreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["base"].queryset = models
         self.fields["finetuned"].queryset = models
+        # Models are listed newest first: the fine-tune is usually registered after its base. Never preselect the
+        # same model twice.
+        ids = list(models.values_list("pk", flat=True)[:2])
+        if len(ids) == 2 and not self.is_bound:
+            self.initial.setdefault("finetuned", ids[0])
+            self.initial.setdefault("base", ids[1])
 
 
 class DatasetPathForm(forms.Form):
@@ -64,6 +70,11 @@ QUEUE_CHOICES = [("auto", "Auto (GPU for model-running work when a GPU worker is
                  ("gpu", "GPU worker")]
 
 
+class ArtifactChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj) -> str:
+        return obj.label  # "fmdelta (chunk_elements=262144) artifact #3 of pair X"
+
+
 class JobForm(forms.Form):
     """Kind, inputs, queue, and one fieldset per codec built from ``config_schema()``; only the chosen codec's
     fields are read."""
@@ -71,18 +82,21 @@ class JobForm(forms.Form):
     kind = forms.ChoiceField(choices=KIND_CHOICES)
     pair = forms.ModelChoiceField(queryset=None, required=False, help_text="Compress: the base + fine-tune to code.")
     codec = forms.ChoiceField(choices=(), required=False, help_text="Compress: the codec.")
-    artifact = forms.ModelChoiceField(queryset=None, required=False,
-                                      help_text="Decompress / evaluate: the artifact to restore.")
+    artifact = ArtifactChoiceField(queryset=None, required=False,
+                                   help_text="Decompress / evaluate: the artifact to restore.")
     model = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a registered model.")
     dataset = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a text dataset.")
     queue = forms.ChoiceField(choices=QUEUE_CHOICES, initial="auto")
     threads = forms.IntegerField(min_value=1, max_value=256, required=False,
                                  help_text="Threads for the job (empty: the worker's default).")
+    repeat = forms.BooleanField(required=False, label="Run even if the pair has an artifact of this codec config",
+                                help_text="Compress: otherwise such a job is refused (it would make the same "
+                                          "artifact).")
 
-    MAIN = ("kind", "pair", "codec", "artifact", "model", "dataset", "queue", "threads")
+    MAIN = ("kind", "pair", "codec", "artifact", "model", "dataset", "queue", "threads", "repeat")
     # Which kinds use which inputs (the page hides the others).
     KINDS_OF_FIELD = {"pair": "compress", "codec": "compress", "artifact": "decompress evaluate",
-                      "model": "evaluate", "dataset": "evaluate"}
+                      "model": "evaluate", "dataset": "evaluate", "repeat": "compress"}
 
     def __init__(self, *args, codecs: list, pairs, artifacts, models, datasets, queues_online: set[str] | None = None,
                  **kwargs):
@@ -101,6 +115,9 @@ class JobForm(forms.Form):
         self.fields["artifact"].queryset = artifacts
         self.fields["model"].queryset = models
         self.fields["dataset"].queryset = datasets
+        only = list(datasets[:2])
+        if len(only) == 1 and "dataset" not in self.initial:
+            self.initial["dataset"] = only[0].pk  # the only dataset: nothing to choose
         self._codec_field_names: dict[str, list[str]] = {}
         for cid, schema in self.schemas.items():
             fields = codec_form_fields(schema, cid)
@@ -148,6 +165,7 @@ class JobForm(forms.Form):
             codec_id = data["codec"]
             kwargs["pair"] = data["pair"]
             kwargs["codec_config"] = codec_config_from(data, codec_id, self.schemas[codec_id])
+            kwargs["repeat"] = bool(data.get("repeat"))
         elif kind == "decompress":
             kwargs["artifact"] = data["artifact"]
         else:
@@ -157,3 +175,34 @@ class JobForm(forms.Form):
             else:
                 kwargs["artifact"] = data["artifact"]
         return kwargs
+
+
+class JobSearchForm(forms.Form):
+    """Filters of the jobs page (GET); ``filters()`` gives ``webapp.jobs.selectors.job_list`` its filters."""
+
+    q = forms.CharField(required=False, label="Search",
+                        widget=forms.TextInput(attrs={"placeholder": "#id, stage, error, name…"}))
+    status = forms.ChoiceField(required=False, choices=())
+    kind = forms.ChoiceField(required=False, choices=())
+    codec = forms.ChoiceField(required=False, choices=())
+    pair = forms.ChoiceField(required=False, choices=())
+    model = forms.ChoiceField(required=False, choices=())
+    who = forms.ChoiceField(required=False, choices=(), label="Who")
+
+    def __init__(self, *args, statuses, kinds, codecs, pairs, models, usernames, **kwargs):
+        super().__init__(*args, **kwargs)
+        any_ = [("", "any")]
+        self.fields["status"].choices = any_ + list(statuses)
+        self.fields["kind"].choices = any_ + list(kinds)
+        self.fields["codec"].choices = any_ + [(c, c) for c in codecs]
+        self.fields["pair"].choices = any_ + [(str(p.pk), p.name) for p in pairs]
+        self.fields["model"].choices = any_ + [(str(m.pk), m.name) for m in models]
+        self.fields["who"].choices = any_ + [(u, u) for u in usernames]
+
+    def filters(self) -> dict:
+        data = self.cleaned_data
+        filters = {key: data[key] for key in ("q", "codec", "pair", "model", "who") if data.get(key)}
+        for key in ("status", "kind"):
+            if data.get(key):
+                filters[key] = [data[key]]
+        return filters

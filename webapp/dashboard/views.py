@@ -10,33 +10,40 @@ import modelcodecs
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.exceptions import ApplicationError
+from webapp.core.paths import model_roots
 from webapp.dashboard.charts import Point, ratio_quality_svg
-from webapp.dashboard.forms import (DatasetPathForm, DatasetUploadForm, JobForm, ModelPathForm, ModelUploadForm,
-                                    PairCreateForm, TeamCreateForm)
+from webapp.dashboard.forms import (DatasetPathForm, DatasetUploadForm, JobForm, JobSearchForm, ModelPathForm,
+                                    ModelUploadForm, PairCreateForm, TeamCreateForm)
 from webapp.dashboard.selectors import (SESSION_TEAM_KEY, api_token_get, current_team, model_perplexity,
                                         pair_comparison)
 from webapp.dashboard.services import api_token_create, api_token_revoke
 from webapp.jobs.models import Job
-from webapp.jobs.selectors import job_get, job_list
-from webapp.jobs.services import job_cancel, job_retry, job_submit
+from webapp.jobs.runners import job_restored_dir
+from webapp.jobs.selectors import job_get, job_list, job_restored_expires_at
+from webapp.jobs.services import job_cancel, job_delete, job_pin, job_retry, job_submit
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user, worker_queues_online
-from webapp.registry.selectors import (artifact_get, artifact_list, dataset_list, model_get, model_list,
-                                       pair_get, pair_list)
-from webapp.registry.services import (artifact_download_name, artifact_open, dataset_register_from_path,
-                                      dataset_upload, model_register_from_path, model_register_upload,
-                                      pair_create)
-from webapp.teams.selectors import team_get_for_user, team_list_for_user
+from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get, dataset_list, model_changes,
+                                       model_delete_impact, model_get, model_list, pair_delete_impact, pair_get,
+                                       pair_list)
+from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_open, dataset_delete,
+                                      dataset_register_from_path, dataset_upload, model_delete,
+                                      model_register_from_path, model_register_upload, model_rescan, pair_create,
+                                      pair_delete)
+from webapp.teams.selectors import membership_list, team_get_for_user, team_list_for_user, user_is_team_admin
 from webapp.teams.services import team_create
 
 RECENT_JOBS = 100
+JOBS_PER_PAGE = 50
 
 
 def _render(request, template: str, context: dict | None = None, status: int = 200):
@@ -74,6 +81,12 @@ def _service_call(request, fn, **kwargs):
 @require_GET
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
+
+
+@require_GET
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page says: send them to the icon."""
+    return redirect(static("dashboard/favicon.svg"), permanent=True)
 
 
 @team_required
@@ -129,6 +142,7 @@ def model_list_view(request, team):
                     return redirect("dashboard:model_detail", model.pk)
     return _render(request, "dashboard/model_list.html", {
         "models": model_list(team=team), "path_form": path_form, "upload_form": upload_form,
+        "roots": model_roots(),
     })
 
 
@@ -137,8 +151,42 @@ def model_detail(request, pk: int):
     model = model_get(id=pk, user=request.user)
     return _render(request, "dashboard/model_detail.html", {
         "model": model,
-        "pairs": pair_list(team=model.team).filter(base=model) | pair_list(team=model.team).filter(finetuned=model),
+        "pairs": pair_list(team=model.team, filters={"model": model.pk}),
+        "changes": model_changes(model=model),
+        "can_delete": user_is_team_admin(user=request.user, team=model.team),
     })
+
+
+@login_required
+@require_POST
+def model_rescan_view(request, pk: int):
+    model = model_get(id=pk, user=request.user)
+    if _service_call(request, model_rescan, model=model, user=request.user) is not None:
+        messages.success(request, f"Model {model.name} rescanned: sizes, hashes and modification times updated.")
+    return redirect("dashboard:model_detail", model.pk)
+
+
+def _delete_page(request, *, obj, kind: str, impact: dict, delete, back: str, done: str):
+    """GET: what the delete removes (pairs and artifacts with it) and a confirmation form; POST: delete."""
+    if request.method == "POST":
+        kwargs = {"with_artifacts": request.POST.get("with_artifacts") == "on"} if kind in ("model", "pair") else {}
+        summary = _service_call(request, delete, **{kind: obj}, user=request.user, **kwargs)
+        if summary is not None:
+            freed = summary.get("bytes_freed", 0)
+            messages.success(request, f"Deleted {kind} {obj}" + (f" ({freed:,} bytes freed)." if freed else "."))
+            return redirect(done)
+    return _render(request, "dashboard/confirm_delete.html", {
+        "obj": obj, "kind": kind, "back": back, "pairs": [p for p in impact.get("pairs", []) if p != obj],
+        "artifacts": impact.get("artifacts", []), "can_delete": user_is_team_admin(user=request.user, team=obj.team),
+    })
+
+
+@login_required
+def model_delete_view(request, pk: int):
+    model = model_get(id=pk, user=request.user)
+    return _delete_page(request, obj=model, kind="model", impact=model_delete_impact(model=model),
+                        delete=model_delete, back=reverse("dashboard:model_detail", args=[model.pk]),
+                        done=reverse("dashboard:model_list"))
 
 
 # ---- pairs ---------------------------------------------------------------------------------------------------
@@ -155,7 +203,7 @@ def pair_list_view(request, team):
     best = {}
     for artifact in artifact_list(team=team):
         if artifact.pair_id and artifact.ratio > best.get(artifact.pair_id, (0, ""))[0]:
-            best[artifact.pair_id] = (artifact.ratio, artifact.codec_id)
+            best[artifact.pair_id] = (artifact.ratio, artifact.codec_label)
     rows = [{"pair": p, "best": best.get(p.pk)} for p in pairs]
     return _render(request, "dashboard/pair_list.html", {"rows": rows, "form": form, "models": models})
 
@@ -164,7 +212,8 @@ def pair_list_view(request, team):
 def pair_detail(request, pk: int):
     pair = pair_get(id=pk, user=request.user)
     rows = pair_comparison(pair=pair)
-    points = [Point(r["codec"], r["codec"], r["perplexity"], r["ratio"]) for r in rows if r["perplexity"] is not None]
+    points = [Point(r["artifact"].codec_label, r["codec"], r["perplexity"], r["ratio"])
+              for r in rows if r["perplexity"] is not None]
     reference = model_perplexity(team=pair.team, model_id=pair.finetuned_id)
     return _render(request, "dashboard/pair_detail.html", {
         "pair": pair,
@@ -174,7 +223,15 @@ def pair_detail(request, pk: int):
         "reference_perplexity": reference,
         "jobs": job_list(team=pair.team, filters={"pair": pair.pk})[:RECENT_JOBS],
         "report": pair.report or {},
+        "can_delete": user_is_team_admin(user=request.user, team=pair.team),
     })
+
+
+@login_required
+def pair_delete_view(request, pk: int):
+    pair = pair_get(id=pk, user=request.user)
+    return _delete_page(request, obj=pair, kind="pair", impact=pair_delete_impact(pair=pair), delete=pair_delete,
+                        back=reverse("dashboard:pair_detail", args=[pair.pk]), done=reverse("dashboard:pair_list"))
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------
@@ -201,13 +258,31 @@ def dataset_list_view(request, team):
                     return redirect("dashboard:dataset_list")
     return _render(request, "dashboard/dataset_list.html", {
         "datasets": dataset_list(team=team), "path_form": path_form, "upload_form": upload_form,
+        "can_delete": user_is_team_admin(user=request.user, team=team), "roots": model_roots(),
     })
+
+
+@login_required
+def dataset_delete_view(request, pk: int):
+    dataset = dataset_get(id=pk, user=request.user)
+    return _delete_page(request, obj=dataset, kind="dataset", impact={}, delete=dataset_delete,
+                        back=reverse("dashboard:dataset_list"), done=reverse("dashboard:dataset_list"))
 
 
 # ---- jobs ----------------------------------------------------------------------------------------------------
 @team_required
 def job_list_view(request, team):
-    return _render(request, "dashboard/job_list.html", {"jobs": job_list(team=team)[:RECENT_JOBS]})
+    form = JobSearchForm(
+        request.GET or None, statuses=Job.Status.choices, kinds=Job.Kind.choices,
+        codecs=[c.codec_id for c in modelcodecs.list_codecs()], pairs=pair_list(team=team),
+        models=model_list(team=team), usernames=[m.user.get_username() for m in membership_list(team=team)])
+    filters = form.filters() if form.is_bound and form.is_valid() else {}
+    page = Paginator(job_list(team=team, filters=filters), JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return _render(request, "dashboard/job_list.html", {
+        "jobs": page.object_list, "page": page, "form": form, "filtered": bool(filters), "query": query.urlencode(),
+    })
 
 
 @team_required
@@ -234,13 +309,40 @@ def job_new(request, team):
 def job_detail(request, pk: int):
     job = job_get(id=pk, user=request.user)
     artifact = getattr(job, "output_artifact", None) if job.kind == Job.Kind.COMPRESS else None
+    identical_id = (job.metrics or {}).get("identical_artifact_id")
+    identical = artifact_list(team=job.team).filter(pk=identical_id).first() if identical_id else None
     return _render(request, "dashboard/job_detail.html", {
         "job": job,
         "queue_warning": job_queue_warning(job=job),
         "artifact": artifact,
+        "identical": identical,
+        "restored_expires_at": job_restored_expires_at(job),
+        "restored_exists": job.kind == Job.Kind.DECOMPRESS and job_restored_dir(job).is_dir(),
+        "can_delete": user_is_team_admin(user=request.user, team=job.team),
         "final_statuses": sorted(Job.TERMINAL),
         "codec_config_json": json.dumps(job.codec_config, sort_keys=True),
     })
+
+
+@login_required
+@require_POST
+def job_delete_view(request, pk: int):
+    job = job_get(id=pk, user=request.user)
+    if _service_call(request, job_delete, job=job, user=request.user) is not None:
+        messages.success(request, f"Job #{pk} deleted.")
+        return redirect("dashboard:job_list")
+    return redirect("dashboard:job_detail", pk)
+
+
+@login_required
+@require_POST
+def job_pin_view(request, pk: int):
+    job = job_get(id=pk, user=request.user)
+    pinned = request.POST.get("pinned") == "1"
+    if _service_call(request, job_pin, job=job, user=request.user, pinned=pinned) is not None:
+        messages.success(request, "Restored copy pinned: it is kept." if pinned else
+                         "Restored copy unpinned: it expires like the others.")
+    return redirect("dashboard:job_detail", pk)
 
 
 @login_required
@@ -281,6 +383,14 @@ def artifact_download(request, pk: int):
         raise Http404(exc.message) from exc
     return FileResponse(handle, as_attachment=True, filename=artifact_download_name(artifact),
                         content_type="application/octet-stream")
+
+
+@login_required
+def artifact_delete_view(request, pk: int):
+    artifact = artifact_get(id=pk, user=request.user)
+    back = reverse("dashboard:pair_detail", args=[artifact.pair_id]) if artifact.pair_id else reverse("dashboard:home")
+    return _delete_page(request, obj=artifact, kind="artifact", impact={}, delete=artifact_delete, back=back,
+                        done=back)
 
 
 # ---- API tokens ----------------------------------------------------------------------------------------------

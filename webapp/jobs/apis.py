@@ -7,7 +7,7 @@ from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
 from webapp.core.teams_api import request_team_filter, request_team_for_write
 from webapp.jobs.models import QUEUE_AUTO, QUEUE_SUBMIT_CHOICES, Job
 from webapp.jobs.selectors import job_get, job_list, job_state
-from webapp.jobs.services import job_cancel, job_retry, job_submit
+from webapp.jobs.services import job_cancel, job_delete, job_pin, job_retry, job_submit
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user
 from webapp.registry.selectors import artifact_get, dataset_get, model_get, pair_get
 
@@ -21,21 +21,30 @@ class _JobOutput(serializers.Serializer):
     queue = serializers.ChoiceField(choices=Job.Queue.choices)
     progress = serializers.FloatField()
     stage = serializers.CharField()
-    metrics = serializers.DictField()
+    metrics = serializers.DictField(help_text="Raw values: bytes, seconds, MB/s.")
+    metrics_display = serializers.ListField(child=serializers.DictField(),
+                                            help_text="The metrics as the pages show them: key, label, text.")
     error = serializers.CharField()
     log_tail = serializers.CharField()
     codec = serializers.CharField()
     codec_config = serializers.DictField()
     options = serializers.DictField()
     pair_id = serializers.IntegerField(allow_null=True)
+    pair_name = serializers.CharField(allow_null=True)
     model_id = serializers.IntegerField(allow_null=True)
+    model_name = serializers.CharField(allow_null=True)
     dataset_id = serializers.IntegerField(allow_null=True)
+    dataset_name = serializers.CharField(allow_null=True)
     input_artifact_id = serializers.IntegerField(allow_null=True)
+    input_artifact_label = serializers.CharField(allow_null=True, help_text="What a decompress or evaluate job read.")
+    created_by = serializers.CharField(allow_null=True)
     artifact_id = serializers.IntegerField(allow_null=True, help_text="The artifact this job produced.")
     retry_of_id = serializers.IntegerField(allow_null=True)
     cancel_requested = serializers.BooleanField()
     worker = serializers.CharField(allow_null=True, help_text="The worker that runs (or last ran) the job.")
     attempts = serializers.IntegerField(help_text="How many times a worker started the job.")
+    pinned = serializers.BooleanField(help_text="A decompress job's restored copy is kept (it does not expire).")
+    restored_expires_at = serializers.DateTimeField(allow_null=True)
     team = serializers.CharField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
@@ -59,9 +68,14 @@ class JobListApi(Api):
         team = serializers.SlugField(required=False)
         status = serializers.MultipleChoiceField(choices=Job.Status.choices, required=False)
         kind = serializers.MultipleChoiceField(choices=Job.Kind.choices, required=False)
+        codec = serializers.CharField(required=False, help_text="Codec id, e.g. fmdelta.")
         pair = serializers.IntegerField(required=False)
+        model = serializers.IntegerField(required=False, help_text="Jobs on this model or a pair it is in.")
         artifact = serializers.IntegerField(required=False)
+        dataset = serializers.IntegerField(required=False)
+        who = serializers.CharField(required=False, help_text="Username of who submitted the job.")
         queue = serializers.ChoiceField(choices=Job.Queue.choices, required=False)
+        q = serializers.CharField(required=False, help_text="Search: job id, stage, error, codec, names.")
 
     class OutputSerializer(_JobOutput):
         pass
@@ -94,6 +108,8 @@ class JobCreateApi(Api):
         queue = serializers.ChoiceField(
             choices=QUEUE_SUBMIT_CHOICES, default=QUEUE_AUTO,
             help_text="auto: gpu for work that runs models when a live GPU worker serves it, else cpu.")
+        repeat = serializers.BooleanField(
+            default=False, help_text="Compress even when the pair has an artifact of this codec config (else 400).")
 
     class OutputSerializer(_JobQueueCheckedOutput):
         pass
@@ -110,7 +126,7 @@ class JobCreateApi(Api):
         objects = {key: getter(id=data[key], team=team) if data.get(key) is not None else None
                    for key, getter in refs.items()}
         job = job_submit(team=team, user=request.user, kind=data["kind"], codec_config=data.get("codec_config"),
-                         options=data.get("options"), queue=data["queue"], **objects)
+                         options=data.get("options"), queue=data["queue"], repeat=data["repeat"], **objects)
         return Response(JobCreateApi.OutputSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
@@ -125,6 +141,40 @@ class JobDetailApi(Api):
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request, id: int):
         return Response(self.OutputSerializer(job_get(id=id, user=request.user)).data)
+
+
+class JobDeleteApi(Api):
+    """Delete a finished job (team admins) and its restored copy; the artifact it made stays."""
+
+    class OutputSerializer(serializers.Serializer):
+        jobs = serializers.IntegerField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def delete(self, request, id: int):
+        summary = job_delete(job=job_get(id=id, user=request.user), user=request.user)
+        return Response(JobDeleteApi.OutputSerializer(summary).data)
+
+
+class JobItemApi(JobDetailApi, JobDeleteApi):
+    """``GET`` shows (JobDetailApi), ``DELETE`` deletes (JobDeleteApi)."""
+
+
+class JobPinApi(Api):
+    """Keep a decompress job's restored copy (``{"pinned": true}``) or let it expire (``false``)."""
+
+    class InputSerializer(serializers.Serializer):
+        pinned = serializers.BooleanField(default=True)
+
+    class OutputSerializer(_JobOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def post(self, request, id: int):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = job_pin(job=job_get(id=id, user=request.user), user=request.user,
+                      pinned=serializer.validated_data["pinned"])
+        return Response(self.OutputSerializer(job).data)
 
 
 class JobCancelApi(Api):

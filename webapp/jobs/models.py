@@ -70,6 +70,8 @@ class Job(models.Model):
     log_tail = models.TextField(blank=True, default="")
     error = models.TextField(blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
+    pinned = models.BooleanField(default=False, help_text="Keep the restored copy of a decompress job (it does "
+                                                           "not expire).")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     celery_task_id = models.CharField(max_length=64, blank=True, default="")
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",

@@ -45,8 +45,10 @@ class JobReporter:
     """The progress callback and cancel check handed to modelcodecs for one job.
 
     ``__call__(done, total, stage)`` updates the row at most every ``DELTAVAULT_PROGRESS_INTERVAL`` seconds (and
-    always at 100 % and on a new stage) and publishes. ``cancelled()`` reads ``cancel_requested`` from the row at
-    most every ``DELTAVAULT_CANCEL_CHECK_INTERVAL`` seconds.
+    always at 100 % and on a new stage) and publishes, with live metrics while the job runs: ``elapsed_s``, the
+    throughput of the current step (``mb_per_s`` when ``unit`` is bytes, else ``<unit>_per_s``) and ``eta_s``
+    (from the progress so far). The run's own metrics replace them when it succeeds. ``cancelled()`` reads
+    ``cancel_requested`` from the row at most every ``DELTAVAULT_CANCEL_CHECK_INTERVAL`` seconds.
     """
 
     def __init__(self, job: Job, *, span: tuple[float, float] = (0.0, 100.0)):
@@ -59,6 +61,10 @@ class JobReporter:
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
+        self.unit = "bytes"  # what ``done`` and ``total`` count; a runner sets e.g. "tokens"
+        self.clock = time.monotonic  # of the progress writes and live metrics
+        self._started = self.clock()
+        self._rate_start: tuple[int, float, int] | None = None  # (total, time, done) when the current step began
         # modelcodecs may report from its worker threads: one report at a time.
         self._lock = threading.RLock()
 
@@ -72,14 +78,32 @@ class JobReporter:
             if stage and stage != self._stage:
                 self._stage = stage
                 self.log(stage)
-            now = time.monotonic()
+            now = self.clock()
             if fraction < 1.0 and self._last_write is not None and now - self._last_write < self.interval:
                 return
             self._last_write = now
             self.job.progress = min(round(progress, 3), 100.0)
             if stage:
                 self.job.stage = stage[:200]
+            self.job.metrics = self._live_metrics(done, total, now)
             self.flush()
+
+    def _live_metrics(self, done: int, total: int, now: float) -> dict:
+        if self._rate_start is None or self._rate_start[0] != total or done < self._rate_start[2]:
+            self._rate_start = (total, now, 0)
+        elapsed = now - self._started
+        live = {"elapsed_s": round(elapsed, 1)}
+        _, since, done_before = self._rate_start
+        if now > since and done > done_before:
+            rate = (done - done_before) / (now - since)
+            if self.unit == "bytes":
+                live["mb_per_s"] = round(rate / 1e6, 2)
+            else:
+                live[f"{self.unit}_per_s"] = round(rate, 1)
+        progress = float(self.job.progress)
+        if 0.0 < progress < 100.0 and elapsed > 0:
+            live["eta_s"] = round(elapsed * (100.0 - progress) / progress, 1)
+        return live
 
     def set_span(self, lo: float, hi: float) -> None:
         self.span = (lo, hi)
@@ -89,7 +113,7 @@ class JobReporter:
         self._stage = stage
         self.job.stage = stage[:200]
         self.log(stage)
-        self._last_write = time.monotonic()
+        self._last_write = self.clock()
         self.flush()
 
     def log(self, message: str) -> None:
@@ -101,7 +125,7 @@ class JobReporter:
 
     def flush(self) -> None:
         Job.objects.filter(pk=self.job.pk).update(
-            progress=self.job.progress, stage=self.job.stage, log_tail=self.job.log_tail
+            progress=self.job.progress, stage=self.job.stage, log_tail=self.job.log_tail, metrics=self.job.metrics
         )
         job_progress_publish(job=self.job)
 

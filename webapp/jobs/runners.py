@@ -11,6 +11,7 @@ the life cycle removes after a failure, a cancel or a dead worker.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from webapp.core.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.jobs.reporter import JobReporter
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.selectors import artifact_find_identical, model_changes
 from webapp.registry.storage import artifact_local_file, artifact_store
 
 
@@ -76,6 +78,20 @@ def _codec_class(codec_id: str) -> type[modelcodecs.Codec] | None:
         return None
 
 
+def require_unchanged(*models: ModelEntry | None) -> None:
+    """Fail the job before it reads a model whose files changed on disk since registration (sizes and
+    modification times: cheap), rather than code or restore against bytes nobody registered."""
+    for model in models:
+        if model is None:
+            continue
+        changes = model_changes(model=model)
+        if changes:
+            raise ApplicationError(
+                f"Model {model.name} changed on disk since it was registered ({'; '.join(changes[:5])}). If the "
+                f"change is intended, rescan it on its page (/models/{model.pk}/), then run the job again.",
+                extra={"model": model.pk, "changes": changes})
+
+
 def _fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -102,6 +118,7 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
     if pair is None:
         raise ApplicationError("The job's pair was deleted.")
     codec = modelcodecs.get_codec(job.codec_config)
+    require_unchanged(pair.base if codec.needs_base else None, pair.finetuned)
     final_name = f"{job.team.slug}/job-{job.pk}-{codec.codec_id}.dvz"
     # The artifact is written in the job's scratch folder, outside the storage, so a killed worker leaves no
     # visible file and no row.
@@ -115,10 +132,18 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
             progress=reporter, cancel=reporter.cancelled,
         ).as_dict()
         reporter.stage("storing artifact")
+        content_sha256 = _payload_sha256(tmp_path)
+        same = artifact_find_identical(pair=pair, codec_config=codec.get_config(), content_sha256=content_sha256)
+        if same is not None:
+            # Same pair, codec config and bytes: the artifact exists already; keep one copy.
+            reporter.log(f"identical to {same.label}: not stored twice")
+            summary["identical_artifact_id"] = same.pk
+            return {k: summary[k] for k in ("original_bytes", "compressed_bytes", "ratio", "mb_per_s", "seconds",
+                                            "peak_rss_bytes", "identical_artifact_id") if k in summary}
         with transaction.atomic():
             artifact = Artifact(
                 team=job.team, pair=pair, job=job, codec_id=codec.codec_id, codec_config=codec.get_config(),
-                storage_name=final_name,
+                storage_name=final_name, content_sha256=content_sha256,
                 original_bytes=int(summary["original_bytes"]),
                 compressed_bytes=int(summary["compressed_bytes"]),
                 ratio=float(summary["ratio"]),
@@ -154,11 +179,32 @@ def restore_artifact(*, job: Job, artifact: Artifact, out_dir: Path, reporter: J
     if codec_cls is not None and codec_cls.needs_base:
         if artifact.pair is None:
             raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
+        require_unchanged(artifact.pair.base)
         base_dir = artifact.pair.base.path
     with artifact_local_file(artifact) as path:
         return modelcodecs.decompress_model(
             path, out_dir, base_dir=base_dir, threads=job_threads(job), progress=reporter, cancel=reporter.cancelled
         ).as_dict()
+
+
+def _payload_sha256(path: Path) -> str:
+    """sha256 of an artifact's coded data (every chunk, in order), which is what two runs of one codec config on
+    one pair make alike; the index after it carries a creation time, so the whole file's hash would differ."""
+    from modelcodecs.container import FOOTER
+
+    with open(path, "rb") as fh:
+        fh.seek(-FOOTER.size, 2)
+        data_end = FOOTER.unpack(fh.read(FOOTER.size))[0]
+        fh.seek(0)
+        digest = hashlib.sha256()
+        left = data_end
+        while left > 0:
+            block = fh.read(min(left, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
 
 
 def _verify_restored(*, artifact: Artifact, out_dir: Path, restored_sha256: dict) -> dict:
@@ -235,10 +281,12 @@ def _run_evaluate(*, job: Job, reporter: JobReporter) -> dict:
             restore_artifact(job=job, artifact=job.artifact, out_dir=model_dir, reporter=reporter)
             reporter.set_span(50.0, 100.0)
         elif job.model is not None:
+            require_unchanged(job.model)
             model_dir = Path(job.model.path)
         else:
             raise ApplicationError("The job's model or artifact was deleted.")
         reporter.stage("evaluating perplexity")
+        reporter.unit = "tokens"
         options = {"max_tokens": job.options["max_tokens"]} if (job.options or {}).get("max_tokens") else {}
         started = time.perf_counter()
         result = evaluate.evaluate_perplexity(str(model_dir), str(dataset.path), progress=reporter,

@@ -12,6 +12,8 @@ import logging
 import shutil
 import traceback
 import uuid
+from datetime import datetime
+from pathlib import Path
 
 import modelcodecs
 from django.conf import settings
@@ -19,15 +21,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from modelcodecs.memory import peak_rss, reset_peak_rss
 
 from webapp.core.exceptions import ApplicationError
 from webapp.jobs.models import QUEUE_AUTO, Job, Worker
 from webapp.jobs.reporter import JobReporter, job_progress_publish, log_tail
 from webapp.jobs.runners import JOB_KINDS, JobInputs, job_restored_dir, job_work_dir
+from webapp.jobs.selectors import job_restored_expires_at
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.selectors import artifact_find_same_config
+from webapp.registry.services import files_remove_on_commit
 from webapp.teams.models import Team
 from webapp.jobs.worker_selectors import job_orphaned, worker_gpu_online
-from webapp.teams.services import team_require_write
+from webapp.teams.services import team_require_admin, team_require_write
 from workers.tasks import run_job as run_job_task
 
 logger = logging.getLogger(__name__)
@@ -76,9 +82,13 @@ def job_submit(
     options: dict | None = None,
     queue: str = QUEUE_AUTO,
     retry_of: Job | None = None,
+    repeat: bool = False,
 ) -> Job:
     """Validate, create the queued Job row and queue ``run_job`` on ``queue`` once the transaction commits.
-    ``queue="auto"`` picks gpu for work that runs models when a live GPU worker serves it, else cpu."""
+    ``queue="auto"`` picks gpu for work that runs models when a live GPU worker serves it, else cpu.
+
+    A compress job whose pair already has an artifact of the same codec config is refused unless ``repeat``:
+    it would make the same artifact again (which the run recognises and does not store twice)."""
     team_require_write(user=user, team=team)
     inputs = JobInputs(pair=pair, artifact=artifact, model=model, dataset=dataset, codec_config=codec_config)
     _check_team(team, inputs)
@@ -94,6 +104,13 @@ def job_submit(
     inputs = job_kind.check(inputs)
     if queue == QUEUE_AUTO:
         queue = Job.Queue.GPU if _runs_models(kind, inputs.codec_config) and worker_gpu_online() else Job.Queue.CPU
+    if kind == Job.Kind.COMPRESS and not repeat:
+        same = artifact_find_same_config(pair=inputs.pair, codec_config=inputs.codec_config)
+        if same is not None:
+            raise ApplicationError(
+                f"{same.label} was made with this codec config already: the job would repeat it (an identical "
+                "result is recognised and not stored twice). Submit with 'repeat' to run it anyway.",
+                extra={"artifact": same.pk})
 
     job = Job(
         team=team, created_by=user, kind=kind, queue=queue, pair=inputs.pair, artifact=inputs.artifact,
@@ -155,7 +172,7 @@ def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
         raise ApplicationError("Only failed or cancelled jobs can be retried.")
     given = {name: getattr(job, name) for name in JOB_KINDS[job.kind].inputs}
     return job_submit(team=job.team, user=user, kind=job.kind, options=job.options, queue=job.queue,
-                      retry_of=job, **given)
+                      retry_of=job, repeat=True, **given)
 
 
 def job_fail(*, job: Job, error: str, log: str = "") -> Job:
@@ -218,6 +235,59 @@ def _job_files_cleanup(*, job: Job) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+# ---- delete, pin, expire ------------------------------------------------------------------------------------
+@transaction.atomic
+def job_delete(*, job: Job, user: AbstractBaseUser) -> dict:
+    """Delete a finished job and (once committed) its restored copy. The artifact it made stays (delete it on its
+    own); jobs that retried it keep their own rows."""
+    team_require_admin(user=user, team=job.team, action="delete things")
+    if not job.is_terminal:
+        raise ApplicationError(f"Job #{job.pk} is {job.status}: cancel it first.")
+    restored = job_restored_dir(job)
+    files_remove_on_commit(dirs=[restored])
+    job.delete()
+    return {"jobs": 1}
+
+
+def job_pin(*, job: Job, user: AbstractBaseUser, pinned: bool = True) -> Job:
+    """Keep (or stop keeping) a decompress job's restored copy past ``DELTAVAULT_RESTORED_TTL_HOURS``."""
+    team_require_write(user=user, team=job.team)
+    if job.kind != Job.Kind.DECOMPRESS:
+        raise ApplicationError("Only a decompress job has a restored copy to keep.")
+    Job.objects.filter(pk=job.pk).update(pinned=pinned)
+    job.refresh_from_db()
+    job_progress_publish(job=job)
+    return job
+
+
+def restored_expire(*, now: datetime | None = None) -> list[int]:
+    """Remove restored copies past their time (unpinned decompress jobs finished more than
+    ``DELTAVAULT_RESTORED_TTL_HOURS`` ago) and folders of jobs that no longer exist. Returns the job ids whose
+    copy went (the periodic ``housekeeping`` task calls this)."""
+    now = now or timezone.now()
+    root = Path(settings.DELTAVAULT_RESTORED_DIR)
+    if not root.is_dir():
+        return []
+    ids = {int(p.name): p for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
+    jobs = {job.pk: job for job in Job.objects.filter(pk__in=list(ids)).select_related("team")}
+    removed = []
+    for pk, path in sorted(ids.items()):
+        job = jobs.get(pk)
+        if job is not None and (not job.is_terminal or job.pinned):
+            continue  # being written, or kept on purpose
+        # A job that no longer exists, or one whose copy has no expiry (failed, cancelled), leaves an orphan.
+        expires = job_restored_expires_at(job) if job is not None else None
+        if expires is None or expires <= now:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(pk)
+            if job is not None:
+                reporter = JobReporter(job)
+                reporter.log(f"restored copy {path} expired and was removed")
+                Job.objects.filter(pk=pk).update(log_tail=job.log_tail)
+                job_progress_publish(job=job)
+    return removed
+
+
 # ---- running -------------------------------------------------------------------------------------------------
 def job_run(*, job: Job, worker_name: str = "", resume: bool = False) -> Job:
     """Do the job's work now, in this process (the Celery task calls this, with its worker's name). Returns the
@@ -244,6 +314,8 @@ def job_run(*, job: Job, worker_name: str = "", resume: bool = False) -> Job:
     if not started:
         return job
     _job_files_cleanup(job=job)  # a re-run after a crash starts clean
+    # Peak memory of this job, not of the worker process's lifetime (an earlier big job would count otherwise).
+    measured_peak = reset_peak_rss()
     reporter = JobReporter(job)
     reporter.log(f"{job.kind} job #{job.pk} started on queue {job.queue}"
                  + (f" by worker {worker.name}" if worker is not None else ""))
@@ -269,6 +341,12 @@ def job_run(*, job: Job, worker_name: str = "", resume: bool = False) -> Job:
         reporter.log(traceback.format_exc())
         return _job_finish_failed(job=job, error=f"{type(exc).__name__}: {exc}")
 
+    metrics = dict(metrics)
+    if measured_peak:
+        metrics["peak_rss_bytes"] = peak_rss()
+    else:
+        metrics.pop("peak_rss_bytes", None)
+        reporter.log("peak memory not measured: this system does not let a process reset its peak (VmHWM)")
     job.status = Job.Status.SUCCEEDED
     job.progress = 100.0
     job.stage = "done"

@@ -13,22 +13,42 @@ from webapp.registry.selectors import (
     artifact_list,
     dataset_get,
     dataset_list,
+    model_changes,
     model_get,
     model_list,
     pair_get,
     pair_list,
 )
 from webapp.registry.services import (
+    artifact_delete,
     artifact_download_name,
     artifact_open,
+    dataset_delete,
     dataset_register_from_path,
     dataset_upload,
+    model_delete,
     model_register_from_path,
     model_register_upload,
+    model_rescan,
     pair_create,
+    pair_delete,
 )
 
 TEAM_PARAM = OpenApiParameter("team", str, description="Only this team's (slug); default: all your teams.")
+
+
+class _DeleteOutput(serializers.Serializer):
+    models = serializers.IntegerField(required=False)
+    pairs = serializers.IntegerField(required=False)
+    artifacts = serializers.IntegerField(required=False)
+    datasets = serializers.IntegerField(required=False)
+    bytes_freed = serializers.IntegerField(help_text="Bytes of artifact storage and uploaded files freed.")
+
+
+class _WithArtifactsFilter(serializers.Serializer):
+    with_artifacts = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Also delete the artifacts that need it (otherwise they block the delete: 400 lists them).")
 
 
 class _TeamSlugField(serializers.SlugField):
@@ -53,7 +73,12 @@ class _ModelOutput(serializers.Serializer):
     tensor_count = serializers.IntegerField()
     total_bytes = serializers.IntegerField()
     files = serializers.ListField(child=serializers.DictField())
+    changes = serializers.SerializerMethodField(help_text="How the folder differs from what was registered (empty: "
+                                                          "unchanged); jobs using a changed model fail.")
     created_at = serializers.DateTimeField()
+
+    def get_changes(self, model) -> list[str]:
+        return model_changes(model=model)
 
 
 class ModelListApi(Api):
@@ -134,6 +159,38 @@ class ModelDetailApi(Api):
         return Response(self.OutputSerializer(model_get(id=id, user=request.user)).data)
 
 
+class ModelDeleteApi(Api):
+    """Unregister a model (team admins) with the pairs it is in; their artifacts block unless
+    ``?with_artifacts=true``."""
+
+    class OutputSerializer(_DeleteOutput):
+        pass
+
+    @extend_schema(parameters=[_WithArtifactsFilter], responses={200: OutputSerializer})
+    def delete(self, request, id: int):
+        params = _WithArtifactsFilter(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        summary = model_delete(model=model_get(id=id, user=request.user), user=request.user,
+                               with_artifacts=params.validated_data["with_artifacts"])
+        return Response(ModelDeleteApi.OutputSerializer(summary).data)
+
+
+class ModelRescanApi(Api):
+    """Read a registered model folder again (sizes, hashes, modification times) after it changed on disk."""
+
+    class OutputSerializer(_ModelOutput):
+        pass
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request, id: int):
+        entry = model_rescan(model=model_get(id=id, user=request.user), user=request.user)
+        return Response(self.OutputSerializer(entry).data)
+
+
+class ModelItemApi(ModelDetailApi, ModelDeleteApi):
+    """``GET`` shows (ModelDetailApi), ``DELETE`` deletes (ModelDeleteApi)."""
+
+
 # ---- pairs ---------------------------------------------------------------------------------------------------
 class _ModelRef(serializers.Serializer):
     id = serializers.IntegerField()
@@ -204,6 +261,25 @@ class PairDetailApi(Api):
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request, id: int):
         return Response(self.OutputSerializer(pair_get(id=id, user=request.user)).data)
+
+
+class PairDeleteApi(Api):
+    """Delete a pair (team admins); its artifacts block unless ``?with_artifacts=true``."""
+
+    class OutputSerializer(_DeleteOutput):
+        pass
+
+    @extend_schema(parameters=[_WithArtifactsFilter], responses={200: OutputSerializer})
+    def delete(self, request, id: int):
+        params = _WithArtifactsFilter(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        summary = pair_delete(pair=pair_get(id=id, user=request.user), user=request.user,
+                              with_artifacts=params.validated_data["with_artifacts"])
+        return Response(PairDeleteApi.OutputSerializer(summary).data)
+
+
+class PairItemApi(PairDetailApi, PairDeleteApi):
+    """``GET`` shows (PairDetailApi), ``DELETE`` deletes (PairDeleteApi)."""
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------
@@ -287,6 +363,22 @@ class DatasetDetailApi(Api):
         return Response(self.OutputSerializer(dataset_get(id=id, user=request.user)).data)
 
 
+class DatasetDeleteApi(Api):
+    """Unregister a dataset (team admins); an uploaded one's file is removed."""
+
+    class OutputSerializer(_DeleteOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def delete(self, request, id: int):
+        summary = dataset_delete(dataset=dataset_get(id=id, user=request.user), user=request.user)
+        return Response(DatasetDeleteApi.OutputSerializer(summary).data)
+
+
+class DatasetItemApi(DatasetDetailApi, DatasetDeleteApi):
+    """``GET`` shows (DatasetDetailApi), ``DELETE`` deletes (DatasetDeleteApi)."""
+
+
 # ---- artifacts -----------------------------------------------------------------------------------------------
 class _ArtifactOutput(serializers.Serializer):
     id = serializers.IntegerField()
@@ -296,6 +388,8 @@ class _ArtifactOutput(serializers.Serializer):
     job_id = serializers.IntegerField(allow_null=True)
     codec_id = serializers.CharField()
     codec_config = serializers.DictField()
+    label = serializers.CharField(help_text="e.g. 'fmdelta (chunk_elements=262144) artifact #3 of pair demo'")
+    content_sha256 = serializers.CharField()
     original_bytes = serializers.IntegerField()
     compressed_bytes = serializers.IntegerField()
     ratio = serializers.FloatField()
@@ -351,3 +445,19 @@ class ArtifactDownloadApi(Api):
         response = FileResponse(artifact_open(artifact=artifact), as_attachment=True,
                                 filename=artifact_download_name(artifact), content_type="application/octet-stream")
         return response
+
+
+class ArtifactDeleteApi(Api):
+    """Delete an artifact (team admins): its row and its file in the artifacts storage."""
+
+    class OutputSerializer(_DeleteOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer})
+    def delete(self, request, id: int):
+        summary = artifact_delete(artifact=artifact_get(id=id, user=request.user), user=request.user)
+        return Response(ArtifactDeleteApi.OutputSerializer(summary).data)
+
+
+class ArtifactItemApi(ArtifactDetailApi, ArtifactDeleteApi):
+    """``GET`` shows (ArtifactDetailApi), ``DELETE`` deletes (ArtifactDeleteApi)."""

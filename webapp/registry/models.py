@@ -99,6 +99,9 @@ class Artifact(models.Model):
     codec_id = models.CharField(max_length=64)
     codec_config = models.JSONField(default=dict, blank=True)
     storage_name = models.CharField(max_length=512, unique=True)
+    content_sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True,
+                                      help_text="sha256 of the artifact file; equal files of one pair and codec "
+                                                "config are the same artifact.")
     original_bytes = models.BigIntegerField(default=0)
     compressed_bytes = models.BigIntegerField(default=0)
     ratio = models.FloatField(default=0.0)
@@ -112,4 +115,22 @@ class Artifact(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.codec_id} artifact #{self.pk}"
+        return self.label
+
+    @property
+    def codec_options(self) -> str:
+        """The codec's options besides its id, e.g. ``chunk_elements=262144, threads_hint=1`` ('' when none)."""
+        config = {k: v for k, v in (self.codec_config or {}).items() if k != "id"}
+        return ", ".join(f"{key}={config[key]}" for key in sorted(config))
+
+    @property
+    def codec_label(self) -> str:
+        """``fmdelta (chunk_elements=262144)``: the codec with its options, to tell artifacts apart."""
+        options = self.codec_options
+        return f"{self.codec_id} ({options})" if options else self.codec_id
+
+    @property
+    def label(self) -> str:
+        """``fmdelta (chunk_elements=262144) artifact #3 of pair demo``."""
+        text = f"{self.codec_label} artifact #{self.pk}"
+        return f"{text} of pair {self.pair.name}" if self.pair_id else text

@@ -62,6 +62,31 @@ def model_list(*, team: Team | None = None, user: AbstractBaseUser | None = None
     return ModelFilter(filters or {}, qs).qs.order_by("-created_at", "-id")
 
 
+def model_changes(*, model: ModelEntry) -> list[str]:
+    """How the model folder differs from what was recorded when it was registered (or last rescanned), by a cheap
+    check of each recorded file's size and modification time (no hashing). Empty when unchanged."""
+    from pathlib import Path
+
+    folder = Path(model.path)
+    if not folder.is_dir():
+        return [f"the folder {model.path} does not exist"]
+    changes = []
+    for entry in model.files or []:
+        name = entry.get("name")
+        if not name:
+            continue
+        try:
+            stat = (folder / name).stat()
+        except OSError:
+            changes.append(f"{name} is missing")
+            continue
+        if "size" in entry and stat.st_size != entry["size"]:
+            changes.append(f"{name}: {entry['size']} bytes when registered, {stat.st_size} now")
+        elif "mtime_ns" in entry and stat.st_mtime_ns != entry["mtime_ns"]:
+            changes.append(f"{name} was modified since it was registered")
+    return changes
+
+
 def model_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> ModelEntry:
     return get_object_or_404(_scope(ModelEntry.objects.select_related("team"), team=team, user=user), pk=id)
 
@@ -100,3 +125,37 @@ def artifact_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | 
     return get_object_or_404(qs, pk=id)
 
 
+
+
+# ---- what a delete takes with it ----------------------------------------------------------------------------
+def model_delete_impact(*, model: ModelEntry) -> dict:
+    """What deleting ``model`` removes besides it: the pairs it is in (as base or fine-tune) and their artifacts
+    (an artifact cannot be restored without its pair's base)."""
+    from django.db.models import Q
+
+    pairs = list(Pair.objects.filter(Q(base=model) | Q(finetuned=model)).select_related("base", "finetuned"))
+    return {"pairs": pairs, "artifacts": list(artifact_list(team=model.team).filter(pair__in=pairs))}
+
+
+def pair_delete_impact(*, pair: Pair) -> dict:
+    """What deleting ``pair`` removes besides it: its artifacts."""
+    return {"pairs": [pair], "artifacts": list(artifact_list(team=pair.team, filters={"pair": pair.pk}))}
+
+
+# ---- identical artifacts -------------------------------------------------------------------------------------
+def artifact_find_same_config(*, pair: Pair | None, codec_config: dict | None) -> Artifact | None:
+    """The newest artifact of ``pair`` made with exactly ``codec_config`` (a compress job would repeat it)."""
+    if pair is None or not codec_config:
+        return None
+    for artifact in artifact_list(team=pair.team, filters={"pair": pair.pk}):
+        if (artifact.codec_config or {"id": artifact.codec_id}) == codec_config:
+            return artifact
+    return None
+
+
+def artifact_find_identical(*, pair: Pair, codec_config: dict, content_sha256: str) -> Artifact | None:
+    """An artifact of ``pair`` with the same codec config and the same file content, if one exists."""
+    for artifact in artifact_list(team=pair.team, filters={"pair": pair.pk}).filter(content_sha256=content_sha256):
+        if (artifact.codec_config or {"id": artifact.codec_id}) == codec_config:
+            return artifact
+    return None

@@ -4,7 +4,9 @@ upload), create pairs, and open artifacts for download."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import time
 import shutil
 import uuid
 from pathlib import Path
@@ -20,8 +22,12 @@ from django.utils.text import get_valid_filename, slugify
 from webapp.core.exceptions import ApplicationError
 from webapp.core.paths import path_resolve_in_roots
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.selectors import model_delete_impact, pair_delete_impact
+from webapp.registry.storage import artifact_storage
 from webapp.teams.models import Team
-from webapp.teams.services import team_require_write
+from webapp.teams.services import team_require_admin, team_require_write
+
+logger = logging.getLogger(__name__)
 
 # What a model upload may contain: weights (safetensors only: no pickles), configs, tokenizer files.
 MODEL_UPLOAD_PATTERNS = (
@@ -56,18 +62,49 @@ def _read_model_info(path: Path) -> dict:
         raise ApplicationError(f"Could not read the model folder: {exc}", extra={"path": str(path)}) from exc
 
 
+def _files_with_mtimes(path: Path, files: list[dict]) -> list[dict]:
+    """The files of ``read_model_info`` with each one's modification time (``mtime_ns``), for the cheap change
+    check (``webapp.registry.selectors.model_changes``) before a job uses the model."""
+    out = []
+    for entry in files:
+        entry = dict(entry)
+        try:
+            entry["mtime_ns"] = (path / entry["name"]).stat().st_mtime_ns
+        except (OSError, KeyError):
+            pass
+        out.append(entry)
+    return out
+
+
+def _model_entry_fill(entry: ModelEntry, info: dict) -> ModelEntry:
+    entry.layout = info.get("layout") or ""
+    entry.architecture = info.get("architecture") or ""
+    entry.model_type = info.get("model_type") or ""
+    entry.dtypes = info.get("dtypes") or {}
+    entry.parameter_count = int(info.get("parameter_count") or 0)
+    entry.tensor_count = int(info.get("tensor_count") or 0)
+    entry.total_bytes = int(info.get("total_bytes") or 0)
+    entry.files = _files_with_mtimes(Path(entry.path), info.get("files") or [])
+    return entry
+
+
 def _model_entry_build(*, team: Team, user: AbstractBaseUser, name: str, path: Path, source: str,
                        info: dict) -> ModelEntry:
-    entry = ModelEntry(
-        team=team, name=name, path=str(path), source=source, layout=info.get("layout") or "",
-        architecture=info.get("architecture") or "", model_type=info.get("model_type") or "",
-        dtypes=info.get("dtypes") or {}, parameter_count=int(info.get("parameter_count") or 0),
-        tensor_count=int(info.get("tensor_count") or 0), total_bytes=int(info.get("total_bytes") or 0),
-        files=info.get("files") or [], created_by=user,
-    )
+    entry = _model_entry_fill(ModelEntry(team=team, name=name, path=str(path), source=source, created_by=user), info)
     entry.full_clean()
     entry.save()
     return entry
+
+
+@transaction.atomic
+def model_rescan(*, model: ModelEntry, user: AbstractBaseUser) -> ModelEntry:
+    """Read a registered model folder again (layout, sizes, hashes, modification times) after it changed on disk.
+    Artifacts coded against its old bytes (as a base) will no longer restore; their jobs say so."""
+    team_require_write(user=user, team=model.team)
+    _model_entry_fill(model, _read_model_info(Path(model.path)))
+    model.full_clean()
+    model.save()
+    return model
 
 
 @transaction.atomic
@@ -270,3 +307,136 @@ def artifact_open(*, artifact: Artifact):
 def artifact_download_name(artifact: Artifact) -> str:
     pair = slugify(artifact.pair.name) if artifact.pair else "artifact"
     return f"{pair}-{artifact.codec_id}-{artifact.pk}.dvz"
+
+
+# ---- delete --------------------------------------------------------------------------------------------------
+# Rows go in one transaction; the files they point at are removed only once it has committed (a rolled-back
+# delete leaves every file in place). A file whose removal fails afterwards is an orphan that
+# ``artifact_storage_sweep`` removes later: no row ever points at a missing file.
+ORPHAN_MIN_AGE_S = 3600  # a compress job stores its file a moment before its row commits: never sweep young files
+
+
+def files_remove_on_commit(*, storage_names: list[str] = (), dirs: list[Path] = ()) -> None:
+    """After the current transaction commits, delete these artifact files and folders (best effort)."""
+    storage_names, dirs = list(storage_names), [Path(d) for d in dirs]
+
+    def remove() -> None:
+        storage = artifact_storage()
+        for name in storage_names:
+            try:
+                storage.delete(name)
+            except Exception:  # noqa: BLE001 - left for artifact_storage_sweep
+                logger.warning("could not delete artifact file %s", name, exc_info=True)
+        for folder in dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    transaction.on_commit(remove)
+
+
+def _require_idle(*, field: str, objs: list, what: str) -> None:
+    """Refuse while a queued or running job uses one of ``objs``."""
+    from webapp.jobs.models import Job
+
+    busy = Job.objects.filter(**{f"{field}__in": objs}).exclude(status__in=Job.TERMINAL).order_by("pk").first()
+    if busy is not None:
+        raise ApplicationError(f"Job #{busy.pk} ({busy.status}) uses {what}: cancel it or wait for it to finish "
+                               "first.", extra={"job": busy.pk})
+
+
+def _require_no_artifacts(*, artifacts: list[Artifact], what: str, with_artifacts: bool) -> None:
+    if artifacts and not with_artifacts:
+        names = "; ".join(a.label for a in artifacts[:10]) + ("; ..." if len(artifacts) > 10 else "")
+        count = "1 artifact still needs" if len(artifacts) == 1 else f"{len(artifacts)} artifacts still need"
+        raise ApplicationError(
+            f"{count} {what}: {names}. Delete them too (with_artifacts) or delete them first.",
+            extra={"artifacts": [a.pk for a in artifacts]})
+
+
+def _delete_rows(*, artifacts: list[Artifact], pairs: list[Pair]) -> dict:
+    freed = sum(a.compressed_bytes for a in artifacts)
+    files_remove_on_commit(storage_names=[a.storage_name for a in artifacts])
+    Artifact.objects.filter(pk__in=[a.pk for a in artifacts]).delete()
+    Pair.objects.filter(pk__in=[p.pk for p in pairs]).delete()
+    return {"artifacts": len(artifacts), "pairs": len(pairs), "bytes_freed": freed}
+
+
+@transaction.atomic
+def artifact_delete(*, artifact: Artifact, user: AbstractBaseUser) -> dict:
+    """Delete the artifact's row and (once committed) its file. Jobs that used it keep their history."""
+    team_require_admin(user=user, team=artifact.team, action="delete things")
+    _require_idle(field="artifact", objs=[artifact], what=f"artifact #{artifact.pk}")
+    return _delete_rows(artifacts=[artifact], pairs=[])
+
+
+@transaction.atomic
+def pair_delete(*, pair: Pair, user: AbstractBaseUser, with_artifacts: bool = False) -> dict:
+    """Delete a pair; its artifacts need its base, so they block unless ``with_artifacts`` deletes them too."""
+    team_require_admin(user=user, team=pair.team, action="delete things")
+    impact = pair_delete_impact(pair=pair)
+    _require_no_artifacts(artifacts=impact["artifacts"], what=f"pair {pair.name}", with_artifacts=with_artifacts)
+    _require_idle(field="pair", objs=[pair], what=f"pair {pair.name}")
+    _require_idle(field="artifact", objs=impact["artifacts"], what="one of its artifacts")
+    return _delete_rows(artifacts=impact["artifacts"], pairs=[pair])
+
+
+@transaction.atomic
+def model_delete(*, model: ModelEntry, user: AbstractBaseUser, with_artifacts: bool = False) -> dict:
+    """Unregister a model, with the pairs it is in. Artifacts of those pairs block unless ``with_artifacts``
+    deletes them too (an artifact cannot be restored without its base). An uploaded model's files are removed; a
+    folder registered from a server path is left where it is."""
+    team_require_admin(user=user, team=model.team, action="delete things")
+    impact = model_delete_impact(model=model)
+    _require_no_artifacts(artifacts=impact["artifacts"], what=f"model {model.name} (through its pairs)",
+                          with_artifacts=with_artifacts)
+    _require_idle(field="model", objs=[model], what=f"model {model.name}")
+    _require_idle(field="pair", objs=impact["pairs"], what="one of its pairs")
+    _require_idle(field="artifact", objs=impact["artifacts"], what="one of its artifacts")
+    summary = _delete_rows(artifacts=impact["artifacts"], pairs=impact["pairs"])
+    if model.source == ModelEntry.Source.UPLOAD:
+        summary["bytes_freed"] += model.total_bytes
+        files_remove_on_commit(dirs=[Path(model.path)])
+    model.delete()
+    return {**summary, "models": 1}
+
+
+@transaction.atomic
+def dataset_delete(*, dataset: Dataset, user: AbstractBaseUser) -> dict:
+    """Unregister a dataset (an uploaded one's file is removed). Jobs that used it keep their results."""
+    team_require_admin(user=user, team=dataset.team, action="delete things")
+    _require_idle(field="dataset", objs=[dataset], what=f"dataset {dataset.name}")
+    freed = 0
+    if dataset.source == Dataset.Source.UPLOAD:
+        freed = dataset.size_bytes
+        files_remove_on_commit(dirs=[Path(dataset.path).parent])
+    dataset.delete()
+    return {"datasets": 1, "bytes_freed": freed}
+
+
+def artifact_storage_sweep(*, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
+    """Delete files in the artifacts storage that no Artifact row points at (left by a removal that failed after
+    its delete committed, or by a worker killed while storing). Returns the names removed."""
+    storage = artifact_storage()
+    known = set(Artifact.objects.values_list("storage_name", flat=True))
+    removed = []
+
+    def walk(prefix: str) -> None:
+        try:
+            dirs, files = storage.listdir(prefix)
+        except FileNotFoundError:
+            return
+        for sub in dirs:
+            walk(f"{prefix}{sub}/")
+        for name in files:
+            full = f"{prefix}{name}"
+            if full in known:
+                continue
+            try:
+                age = time.time() - storage.get_modified_time(full).timestamp()
+            except (NotImplementedError, OSError):
+                age = min_age_s
+            if age >= min_age_s:
+                storage.delete(full)
+                removed.append(full)
+
+    walk("")
+    return removed

@@ -69,6 +69,10 @@ DELTAVAULT_ORPHAN_REQUEUE = env_bool("DELTAVAULT_ORPHAN_REQUEUE", False)
 # A task that meets a database error (connection refused, slots exhausted) is retried this many times, waiting
 # 1, 2, 4 … (at most 60) seconds in between.
 DELTAVAULT_TASK_DB_RETRIES = env_int("DELTAVAULT_TASK_DB_RETRIES", 8)
+# Hours a decompress job's restored copy (under DELTAVAULT_RESTORED_DIR) is kept unless the job is pinned.
+DELTAVAULT_RESTORED_TTL_HOURS = float(os.environ.get("DELTAVAULT_RESTORED_TTL_HOURS", "24"))
+# Minutes between housekeeping runs (Celery beat): expire restored copies, remove files no row points at.
+DELTAVAULT_HOUSEKEEPING_MINUTES = float(os.environ.get("DELTAVAULT_HOUSEKEEPING_MINUTES", "15"))
 
 # ---- Django --------------------------------------------------------------------------------------------------
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -275,7 +279,11 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 # run_job is sent with apply_async(queue=job.queue); the route is the fallback for a plain .delay().
-CELERY_TASK_ROUTES = {"workers.tasks.run_job": {"queue": "cpu"}}
+CELERY_TASK_ROUTES = {"workers.tasks.run_job": {"queue": "cpu"}, "workers.tasks.housekeeping": {"queue": "cpu"}}
+# Celery beat (``celery worker -B`` in scripts/run, the ``beat`` service in docker-compose).
+CELERY_BEAT_SCHEDULE = {
+    "housekeeping": {"task": "workers.tasks.housekeeping", "schedule": DELTAVAULT_HOUSEKEEPING_MINUTES * 60},
+}
 
 # ---- Logging -------------------------------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("DELTAVAULT_LOG_LEVEL", "INFO")

@@ -16,9 +16,9 @@ def team_require_write(*, user: AbstractBaseUser, team: Team) -> None:
         raise PermissionDenied("Your role in this team does not allow changes (viewers can only read).")
 
 
-def team_require_admin(*, user: AbstractBaseUser, team: Team) -> None:
+def team_require_admin(*, user: AbstractBaseUser, team: Team, action: str = "manage its members") -> None:
     if not user_is_team_admin(user=user, team=team):
-        raise PermissionDenied("Only the team's admins can manage its members.")
+        raise PermissionDenied(f"Only the team's admins can {action}.")
 
 
 @transaction.atomic

@@ -83,6 +83,13 @@ def _acme_requests(t):
         ("post", "/jobs/", {"team": "other", "kind": "decompress", "artifact": t["artifact"].pk}),
         ("post", "/jobs/", {"team": "other", "kind": "evaluate", "model": t["model"].pk,
                             "dataset": t["dataset"].pk}),
+        ("post", f"/models/{t['model'].pk}/rescan/", None),
+        ("post", f"/jobs/{t['job'].pk}/pin/", {"pinned": True}),
+        ("delete", f"/jobs/{t['job'].pk}/", None),
+        ("delete", f"/artifacts/{t['artifact'].pk}/", None),
+        ("delete", f"/datasets/{t['dataset'].pk}/", None),
+        ("delete", f"/pairs/{t['pair'].pk}/?with_artifacts=true", None),
+        ("delete", f"/models/{t['model'].pk}/?with_artifacts=true", None),
     ]
 
 

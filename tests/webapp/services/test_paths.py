@@ -37,3 +37,23 @@ class PathResolveTests:
         for raw in ("", "   ", "a\x00b"):
             with pytest.raises(ApplicationError):
                 path_resolve_in_roots(raw, roots=[tmp_path])
+
+
+class MissingPathMessageTests:
+    """A missing path typed inside the roots says "does not exist" (issue 11 §6); outside, the roots are named."""
+
+    def test_a_dangling_link_inside_the_roots_does_not_exist(self, tmp_path):
+        root = tmp_path / "root"
+        root.mkdir()
+        os.symlink(tmp_path / "moved-away", root / "model")
+        with pytest.raises(ApplicationError, match="does not exist"):
+            path_resolve_in_roots(str(root / "model"), roots=[root])
+        with pytest.raises(ApplicationError, match="does not exist"):
+            path_resolve_in_roots("model/inner", roots=[root])
+
+    def test_outside_names_the_roots(self, tmp_path):
+        root = tmp_path / "root"
+        root.mkdir()
+        with pytest.raises(ApplicationError) as err:
+            path_resolve_in_roots(str(tmp_path / "elsewhere"), roots=[root])
+        assert err.value.message.endswith(f"({root.resolve()}).")
