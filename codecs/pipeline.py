@@ -623,13 +623,18 @@ class _ArtifactDecoder:
         self._copy_from = copy_from
         items = [(entry, seg) for entry in self.index["files"] for seg in entry["segments"]]
         release = lambda data: self.pool.give(data) if isinstance(data, memoryview) else None  # noqa: E731
-        for (entry, seg), data in zip(items, _run_ordered(items, self._piece, self._seg_size, self.threads,
-                                                          self._stop, release)):
-            if data is None:  # a duplicate: copied from where its first copy was restored, else decoded again
-                data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
-                if data is None:
-                    data = self._decoded(seg["tensor"], pooled=False)
-                self._check(seg["tensor"], data)
+        results = _run_ordered(items, self._piece, self._seg_size, self.threads, self._stop, release)
+        for entry, seg in items:
+            try:
+                data = next(results)
+                if data is None:  # a duplicate: copied from where its first copy was restored, else decoded again
+                    data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
+                    if data is None:
+                        data = self._decoded(seg["tensor"], pooled=False)
+                    self._check(seg["tensor"], data)
+            except VerificationError as exc:
+                exc.file_name = entry["name"]  # which file the bad tensor belongs to (verify_artifact reports it)
+                raise
             self.meter.advance(len(data), f"restoring {entry['name']}")
             yield entry, seg, data
             del data
@@ -777,14 +782,15 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads
             for entry, _, piece in stack.enter_context(closing(decoder.pieces())):
                 digests[entry["name"]].update(piece)
                 del piece
-        except VerificationError as exc:  # the tensor being restored does not match: its file fails
+        except VerificationError as exc:  # a tensor does not match: its file fails, the later ones go unchecked
             problems.append(str(exc))
-            failed = str(exc)
-        results = []
+            failed = getattr(exc, "file_name", "")
+        results, checked = [], True
         for entry in entries:
             digest = digests[entry["name"]].hexdigest()
-            ok = failed is None and (not decoder.checks_file(entry) or digest == entry["sha256"])
-            if failed is None and not ok:
+            checked = checked and entry["name"] != failed
+            ok = checked and (not decoder.checks_file(entry) or digest == entry["sha256"])
+            if checked and not ok:
                 problems.append(f"{entry['name']}: restored bytes do not match the recorded sha256")
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
     if reference_dir is not None:
