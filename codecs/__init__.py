@@ -31,7 +31,7 @@ from .pipeline import compress_models, decompress_models  # noqa: E402
 __all__ = [
     "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "FMDeltaCodec", "ModelCodecError",
     "ModelFormatError", "Param", "TensorSpec", "UnknownCodecError", "UnsafePathError", "UnsupportedDtypeError",
-    "VerificationError", "WrongBaseError", "compare_models", "compress_model", "compress_models", "decode_tensor", "decompress_model",
-    "decompress_models", "get_codec",
+    "VerificationError", "WrongBaseError", "compare_models", "compress_model", "decode_tensor", "decompress_model",
+    "compress_models", "decompress_models", "get_codec",
     "get_codec_class", "inspect_artifact", "list_codecs", "read_model_info", "register_codec", "verify_artifact",
 ]

@@ -217,7 +217,8 @@ def format_cases(cases: list[dict]) -> str:
             for r in case["runs"]:
                 lines.append(f"| {r['threads']} | {r['ratio']:.4f} | {r['compress_s']:.2f} | {r['decompress_s']:.2f} "
                              f"| {r['compress_cpu_s']:.2f} / {r['decompress_cpu_s']:.2f} "
-                             f"| {r['compress_mb_s']:.0f} | {r['decompress_mb_s']:.0f} | {'yes' if r['exact'] else 'NO'} |")
+                             f"| {r['compress_mb_s']:.0f} | {r['decompress_mb_s']:.0f} "
+                             f"| {'yes' if r['exact'] else 'NO'} |")
             g = case["grown"]
             lines.append(f"\n1% more vocabulary: artifact {g['artifact_bytes']:,} bytes vs "
                          f"{case['runs'][0]['artifact_bytes']:,} (x{case['added_rows_cost']:.4f}), exact: "

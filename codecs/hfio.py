@@ -303,10 +303,6 @@ class ModelFolder:
         size = ref.spec.nbytes if nbytes is None else min(nbytes, ref.spec.nbytes)
         return _read_exact(self._handle(ref.file), ref.offset, size, into)
 
-    def tensor_sha256(self, ref: TensorRef) -> str:
-        """sha256 of a tensor's bytes, read piece by piece (memory stays at one piece)."""
-        return _sha256_range(self._handle(ref.file), ref.offset, ref.offset + ref.spec.nbytes)
-
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()

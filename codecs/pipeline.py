@@ -233,8 +233,8 @@ def _check_base_matches(tuned: ModelFolder, base: _Base, finetuned_dir) -> None:
     raise WrongBaseError(
         f"the base {base.dir} does not match the fine-tune {finetuned_dir}: compared by tensor name, dtype and shape, "
         f"{shared} of its {len(named)} tensors ({shared_bytes:,} of {total:,} bytes, "
-        f"{100 * shared_bytes / total:.0f}%) match ({namesakes} with a namesake in the base){example}. At least half of the "
-        f"bytes must match for the base to help; give the right base, or --allow-unmatched-base "
+        f"{100 * shared_bytes / total:.0f}%) match ({namesakes} with a namesake in the base){example}. At least half "
+        f"of the bytes must match for the base to help; give the right base, or --allow-unmatched-base "
         f"(allow_unmatched_base=True) to compress anyway")
 
 
@@ -604,17 +604,24 @@ class _ArtifactDecoder:
         return TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes
 
     def pieces(self, copy_from=None) -> Iterator[tuple[dict, dict, bytes | bytearray]]:
-        """(file entry, segment, bytes) for every segment of every file, in order, decoded ahead on the worker threads; a
-        piece is valid until the next one is asked for. ``copy_from(position)`` gives the bytes of a tensor
-        already restored (a duplicate is then copied rather than decoded again)."""
+        """(file entry, segment, bytes) for every segment of every file, in order, decoded ahead on the worker
+        threads; a piece is valid until the next one is asked for. ``copy_from(position)`` gives the bytes of a tensor
+        already restored, or None (a duplicate is then copied rather than decoded again)."""
         self._copy_from = copy_from
         items = [(entry, seg) for entry in self.index["files"] for seg in entry["segments"]]
         release = lambda data: self.pool.give(data) if isinstance(data, memoryview) else None  # noqa: E731
-        for (entry, seg), data in zip(items, _run_ordered(items, self._piece, self._seg_size, self.threads,
-                                                          self._stop, release)):
-            if data is None:
-                data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
-                self._check(seg["tensor"], data)
+        results = _run_ordered(items, self._piece, self._seg_size, self.threads, self._stop, release)
+        for entry, seg in items:
+            try:
+                data = next(results)
+                if data is None:  # a duplicate: copied from where its first copy was restored, else decoded again
+                    data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
+                    if data is None:
+                        data = self._decoded(seg["tensor"], pooled=False)
+                    self._check(seg["tensor"], data)
+            except VerificationError as exc:
+                exc.file_name = entry["name"]  # which file the bad tensor belongs to (verify_artifact reports it)
+                raise
             self.meter.advance(len(data), f"restoring {entry['name']}")
             yield entry, seg, data
             del data
@@ -682,7 +689,9 @@ def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, p
         hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash"))
         written_at: dict[int, tuple[Path, int, int]] = {}  # tensor position -> where it was restored
 
-        def copy_from(position: int) -> bytearray:
+        def copy_from(position: int) -> bytearray | None:
+            if position not in written_at:  # a crafted index may list a duplicate before its first copy
+                return None
             path, offset, size = written_at[position]
             with open(path, "rb") as restored:
                 return bytearray(os.pread(restored.fileno(), size, offset))
@@ -760,14 +769,15 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads
             for entry, _, piece in stack.enter_context(closing(decoder.pieces())):
                 digests[entry["name"]].update(piece)
                 del piece
-        except VerificationError as exc:  # the tensor being restored does not match: its file fails
+        except VerificationError as exc:  # a tensor does not match: its file fails, the later ones go unchecked
             problems.append(str(exc))
-            failed = str(exc)
-        results = []
+            failed = getattr(exc, "file_name", "")
+        results, checked = [], True
         for entry in entries:
             digest = digests[entry["name"]].hexdigest()
-            ok = failed is None and (not decoder.checks_file(entry) or digest == entry["sha256"])
-            if failed is None and not ok:
+            checked = checked and entry["name"] != failed
+            ok = checked and (not decoder.checks_file(entry) or digest == entry["sha256"])
+            if checked and not ok:
                 problems.append(f"{entry['name']}: restored bytes do not match the recorded sha256")
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
     if reference_dir is not None:
