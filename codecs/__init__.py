@@ -17,10 +17,11 @@ from .errors import (
     VerificationError,
     WrongBaseError,
 )
-from .fmdelta import FMDeltaCodec
+from .fmdelta import FMDeltaCodec, FMDeltaNoBaseCodec
 from .registry import get_codec, get_codec_class, list_codecs, register_codec
 
 register_codec(FMDeltaCodec)
+register_codec(FMDeltaNoBaseCodec)
 register_codec(ZstdCodec)
 register_codec(XorZstdCodec)
 

@@ -8,11 +8,13 @@ conditioned on the base value's exponent, a 4-way interleaved rANS coder, and co
 Per chunk, ``EncodedChunk.coder`` is one of
 
 * ``"fmdelta"``  -- native FM-Delta payload (float dtypes with a base);
-* ``"exponent"`` -- native payload without a base: exponent field rANS-coded, sign and mantissa raw (floats up to
-  32 bits without a base, e.g. resized embeddings);
+* ``"fields"``   -- native payload without a base (every float dtype): the exponent rANS-coded with the previous
+  element's exponent as context, the sign and top 7 mantissa bits with the element's exponent as context, the rest
+  of the mantissa raw (base models, new or resized tensors);
+* ``"exponent"`` -- the older no-base payload (exponent coded, sign and mantissa raw): decoded, no longer written;
 * ``"planes"``   -- the chunk's bytes (XORed with the base when ``meta["xor"]``) split into byte planes and
-  compressed with zstd (integers, bools, F64 without a base, and floats without a base whose exponent coding
-  already shrank them more than 8x, such as zeros, when planes do better still);
+  compressed with zstd (integers, bools, and floats without a base whose fields coding already shrank them more
+  than 8x, such as zeros, when planes do better still);
 * ``"raw"``     -- the bytes as they are, when neither pays.
 
 ``meta["n"]`` is the chunk's element count. Decoding validates every chunk against the tensor spec and turns any
@@ -30,8 +32,8 @@ from ._threads import iter_ordered, resolve_threads
 from .abc import DTYPE_SIZES, FLOAT_DTYPES, CancelCheck, Codec, EncodedChunk, Param, TensorSpec, check_cancel
 from .errors import CorruptArtifactError, ModelFormatError, UnsupportedDtypeError, WrongBaseError
 
-CODERS = frozenset({"fmdelta", "exponent", "planes", "raw"})
-# float dtypes the native no-base (exponent) mode handles: an exponent field of at most 8 bits
+CODERS = frozenset({"fmdelta", "fields", "exponent", "planes", "raw"})
+# float dtypes the older no-base (exponent) payloads exist for: an exponent field of at most 8 bits
 EXPONENT_DTYPES = frozenset({"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32"})
 ZSTD_LEVEL = 3
 
@@ -86,7 +88,7 @@ class FMDeltaCodec(Codec):
         step = self.chunk_elements
         bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
         use_native = spec.dtype in FLOAT_DTYPES and base is not None
-        use_exponent = spec.dtype in EXPONENT_DTYPES and base is None
+        use_fields = spec.dtype in FLOAT_DTYPES and base is None
         context = self.context == "exponent"
         shift = self.shift_zero_mantissa
 
@@ -97,9 +99,9 @@ class FMDeltaCodec(Codec):
             if use_native:
                 payload = _fmdelta.encode(chunk, base[a:b], spec.dtype, context, shift)
                 coder, meta = "fmdelta", {"n": count}
-            elif use_exponent:
+            elif use_fields:
                 payload = _fmdelta.encode(chunk, None, spec.dtype, context, shift)
-                coder, meta = "exponent", {"n": count}
+                coder, meta = "fields", {"n": count}
                 if len(payload) * 8 < b - a:  # degenerate floats (zeros, constants): byte planes may do far better
                     planes = planes_encode(chunk, None, item, ZSTD_LEVEL)
                     if len(planes) < len(payload):
@@ -141,7 +143,7 @@ class FMDeltaCodec(Codec):
                 dst[:] = payload
             elif chunk.coder == "fmdelta":
                 _fmdelta.decode(payload, base[a:b], dst, spec.dtype)
-            elif chunk.coder == "exponent":
+            elif chunk.coder in ("fields", "exponent"):
                 _fmdelta.decode(payload, None, dst, spec.dtype)
             else:
                 planes_decode(payload, base[a:b] if chunk.meta["xor"] else None, dst, item,
@@ -178,6 +180,9 @@ class FMDeltaCodec(Codec):
                     raise CorruptArtifactError(f"{where}: fmdelta chunk for a {spec.dtype} tensor")
                 if base is None:
                     raise WrongBaseError(f"{spec.name}: this tensor was coded against a base; none was given")
+            elif chunk.coder == "fields":
+                if spec.dtype not in FLOAT_DTYPES:
+                    raise CorruptArtifactError(f"{where}: fields chunk for a {spec.dtype} tensor")
             elif chunk.coder == "exponent":
                 if spec.dtype not in EXPONENT_DTYPES:
                     raise CorruptArtifactError(f"{where}: exponent chunk for a {spec.dtype} tensor")
@@ -192,6 +197,30 @@ class FMDeltaCodec(Codec):
         if offset != numel:
             raise CorruptArtifactError(f"{spec.name}: chunks hold {offset} elements, expected {numel}")
         return jobs
+
+
+class FMDeltaNoBaseCodec(FMDeltaCodec):
+    """FM-Delta without a base: every float tensor coded by its bit fields (lossless; base models, checkpoints)."""
+
+    codec_id = "fmdelta-nobase"
+    needs_base = False
+    description = (
+        "Lossless FM-Delta without a base, for base models and first checkpoints: each float (bf16, fp16, fp32, "
+        "fp8, fp64) is split into its bit fields; the exponent is rANS-coded with the previous weight's exponent as "
+        "context, the sign and top mantissa bits with the weight's own exponent as context, the rest stored raw. "
+        "Integers use byte planes + zstd. Same payloads as fmdelta's tensors without a base."
+    )
+    params = (
+        Param("chunk_elements", int, 1 << 22, "elements per independently decodable chunk",
+              minimum=4096, maximum=1 << 26),
+        Param("shift_zero_mantissa", bool, True,
+              "shift out mantissa low bits that are zero in every value (bf16/fp16 weights stored as fp32)"),
+    )
+    context = "exponent"  # the fields mode always uses its contexts; fmdelta's option is about the base
+
+    def encode_tensor(self, spec: TensorSpec, data: memoryview, base: memoryview | None, *, threads: int = 1,
+                      cancel: CancelCheck | None = None) -> Iterator[EncodedChunk]:
+        return super().encode_tensor(spec, data, None, threads=threads, cancel=cancel)
 
 
 def symbol_entropy_bound(data: Any, base: Any, dtype: str) -> float:
@@ -211,4 +240,4 @@ def symbol_entropy_bound(data: Any, base: Any, dtype: str) -> float:
     return (bits + raw_bits) / 8.0
 
 
-__all__ = ["FMDeltaCodec", "symbol_entropy_bound"]
+__all__ = ["FMDeltaCodec", "FMDeltaNoBaseCodec", "symbol_entropy_bound"]

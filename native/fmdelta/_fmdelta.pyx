@@ -42,11 +42,9 @@ cdef const uint8_t* _ptr(const uint8_t[::1] buf) noexcept:
 
 def encode(const uint8_t[::1] ft, const uint8_t[::1] base, str dtype, bint context=True, bint shift=True):
     """Encode a chunk of ``dtype`` elements of ``ft`` against ``base`` (same byte length) into a payload.
-    ``base=None`` codes the chunk on its own (exponent mode; not for F64)."""
+    ``base=None`` codes the chunk on its own (fields mode: exponent, sign and top mantissa bits modelled)."""
     cdef int code = _code(dtype)
     cdef size_t item = dtype_size(code)
-    if base is None and dtype == "F64":
-        raise ValueError("fmdelta: the no-base exponent mode does not support F64")
     if base is not None and ft.shape[0] != base.shape[0]:
         raise ValueError("fmdelta: fine-tuned and base chunks differ in size")
     if ft.shape[0] % item:

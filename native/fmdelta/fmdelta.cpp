@@ -2,8 +2,13 @@
 //
 // Payload layout (all integers little-endian, "v" = LEB128 varint):
 //   u8 magic 0xFD, u8 version 1, u8 mode (0 = against a base, 1 = no base: symbol = exponent field, raw = sign
-//   and mantissa), u8 dtype, u8 shift, u8 NB (next bits folded into the token), u8 scale bits (12)
+//   and mantissa (read only), 2 = no base, fields: see below), u8 dtype, u8 shift, u8 NB (next bits folded into
+//   the token; in mode 2 the mantissa bits K coded beside the sign), u8 scale bits (12)
 //   v  n (element count)
+//   mode 2 only: for F64, v lo (the smallest nonzero exponent); then two models as below (stream A: rows = the
+//   previous element's exponent symbol, symbols = exponent symbols; stream B: rows = the element's exponent symbol,
+//   symbols = sign << K | top K mantissa bits), one rANS section holding both streams interleaved (A0 B0 A1 B1 ...),
+//   and the raw section (per element: an escaped F64 exponent, then the low mantissa bits)
 //   v  nctx (1..255), then nctx-1 varints: gaps between the first exponents of consecutive contexts
 //   per context: v used-symbol count, then per used symbol: v gap to the previous symbol, v (frequency - 1);
 //                frequencies sum to 1 << scale
@@ -28,7 +33,8 @@ namespace {
 constexpr uint8_t kMagic = 0xFD;
 constexpr uint8_t kVersion = 1;
 constexpr uint8_t kModeDelta = 0;     // against a base
-constexpr uint8_t kModeExponent = 1;  // no base: exponent coded, sign and mantissa raw
+constexpr uint8_t kModeExponent = 1;  // no base: exponent coded, sign and mantissa raw (decoded, no longer written)
+constexpr uint8_t kModeFields = 2;    // no base: exponent | previous exponent, sign and top mantissa | exponent
 constexpr int kScale = 12;
 constexpr uint32_t kScaleTotal = 1u << kScale;
 constexpr uint32_t kRansL = 1u << 16;
@@ -181,13 +187,13 @@ struct Scratch {
     std::vector<uint16_t> keys;    // per element: model row (base exponent) << 8 | symbol
     std::vector<uint8_t> raw;
     std::vector<uint16_t> words;
-    std::vector<uint32_t> hist, slot;
-    std::vector<uint8_t> symbol;
+    std::vector<uint32_t> hist, slot, slot2;
+    std::vector<uint8_t> symbol, symbol2;
     std::vector<EncSym> etab;    // by key, filled for the rows in use
     void trim() {
         constexpr size_t kKeep = static_cast<size_t>(96) << 20;
         size_t held = payload.capacity() + 2 * keys.capacity() + raw.capacity() + 2 * words.capacity() +
-                      5 * slot.capacity();
+                      5 * (slot.capacity() + slot2.capacity());
         if (held > kKeep) *this = Scratch();
     }
 };

@@ -30,14 +30,15 @@ int dtype_size(int dtype);
 
 // Encodes n elements of `ft` against `base` (both little-endian, n * dtype_size(dtype) bytes) into a payload.
 // use_context: condition on the base exponent; allow_shift: shift out common zero mantissa bits. base == nullptr
-// selects the no-base exponent mode (exponent field coded, sign and mantissa raw; not for F64). The payload lives in
+// selects the no-base fields mode (the exponent coded with the previous element's as context, the sign and top 7
+// mantissa bits with the element's exponent as context, the rest raw; every float dtype). The payload lives in
 // a buffer of the calling thread: *payload and *length stay valid until that thread calls encode_chunk or
 // decode_chunk again (a fresh buffer per chunk would cost a page fault per 4 KB).
 int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bool use_context,
                  bool allow_shift, const uint8_t** payload, size_t* length) noexcept;
 
-// Decodes `payload` (len bytes) into `out` (n elements) using `base` (n elements; nullptr for exponent-mode
-// payloads, which are rejected when a base is given and vice versa).
+// Decodes `payload` (len bytes) into `out` (n elements) using `base` (n elements; nullptr for no-base payloads --
+// fields mode, or the older exponent mode --, which are rejected when a base is given and vice versa).
 int decode_chunk(const uint8_t* payload, size_t len, const uint8_t* base, size_t n, int dtype,
                  uint8_t* out) noexcept;
 
