@@ -89,8 +89,12 @@ def _outputs(inputs: list[str], output: str, suffix: str) -> list[Path]:
 
 
 def _cmd_compress(args) -> int:
-    codec_cls = get_codec_class(args.codec)
-    config = {"id": args.codec, **dict(_parse_option(codec_cls, o) for o in args.option)}
+    # FM-Delta without --base is FM-Delta without a base: every float tensor coded by its bit fields
+    codec_id = args.codec or "fmdelta"
+    if codec_id == "fmdelta" and args.base is None:
+        codec_id = "fmdelta-nobase"
+    codec_cls = get_codec_class(codec_id)
+    config = {"id": codec_id, **dict(_parse_option(codec_cls, o) for o in args.option)}
     outputs = _outputs(args.finetuned, args.output, ".dvz")
     with _progress_bar(args.show_progress, "compress") as progress:
         summaries = pipeline.compress_models(args.finetuned, outputs, codec=config, base_dir=args.base,
@@ -176,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "several fine-tunes of one base share one reading of the base")
     p.add_argument("-o", "--output", required=True, help="artifact path (.dvz); with several folders, a folder "
                    "that gets <folder name>.dvz for each")
-    p.add_argument("--codec", default="fmdelta", help="codec id (see `modelcodecs codecs`)")
+    p.add_argument("--codec", default=None,
+                   help="codec id (see `modelcodecs codecs`; default fmdelta, which is fmdelta-nobase without --base)")
     p.add_argument("--base", help="base model folder (needed by base-conditioned codecs)")
     p.add_argument("--allow-unmatched-base", action="store_true", help="compress even when the base shares no "
                    "tensor, or under half of the tensor bytes, with the fine-tune (refused otherwise)")

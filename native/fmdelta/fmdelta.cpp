@@ -5,7 +5,7 @@
 //   and mantissa (read only), 2 = no base, fields: see below), u8 dtype, u8 shift, u8 NB (next bits folded into
 //   the token; in mode 2 the mantissa bits K coded beside the sign), u8 scale bits (12)
 //   v  n (element count)
-//   mode 2 only: for F64, v lo (the smallest nonzero exponent); then two models as below (stream A: rows = the
+//   mode 2 only: for F64, v lo (the first exponent of the 254-wide window); then two models as below (stream A: rows = the
 //   previous element's exponent symbol, symbols = exponent symbols; stream B: rows = the element's exponent symbol,
 //   symbols = sign << K | top K mantissa bits), one rANS section holding both streams interleaved (A0 B0 A1 B1 ...),
 //   and the raw section (per element: an escaped F64 exponent, then the low mantissa bits)

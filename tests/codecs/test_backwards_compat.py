@@ -19,7 +19,7 @@ from modelcodecs.abc import TensorSpec
 from modelcodecs.container import pack_chunks, unpack_chunks
 
 FIXTURE = Path(__file__).parent / "fixture"
-CODECS = [{"id": "fmdelta"}, {"id": "zstd"}, {"id": "xor-zstd"}]
+CODECS = [{"id": "fmdelta"}, {"id": "zstd"}, {"id": "xor-zstd"}, {"id": "fmdelta-nobase"}]
 BASE_CODECS = [{"id": "fmdelta", "chunk_elements": 4096}, {"id": "xor-zstd", "chunk_bytes": 4096}]
 
 
@@ -127,7 +127,7 @@ def _write_pair(root: Path, rows: bool = False) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("codec_id", ["fmdelta", "zstd", "xor-zstd"])
+@pytest.mark.parametrize("codec_id", ["fmdelta", "zstd", "xor-zstd", "fmdelta-nobase"])
 def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, version, tmp_path):
     root = FIXTURE / "dvz" / f"format.{version:02d}"
     if not (root / "finetuned").exists():

@@ -52,6 +52,22 @@ def test_compress_decompress_verify_inspect(tmp_path, pair, capsys):
     assert code == 1 and out.startswith("FAILED") and "README.md" in out
 
 
+def test_compress_without_base_codes_the_checkpoint_alone(tmp_path, pair, capsys):
+    """`compress` without --base (default codec, or fmdelta named) codes every float tensor by its bit fields."""
+    _, ft_dir = pair
+    for extra in ([], ["--codec", "fmdelta"]):
+        art = tmp_path / f"alone{len(extra)}.dvz"
+        code, out, err = run(capsys, "compress", ft_dir, "-o", art, "--json", *extra)
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["codec"] == "fmdelta-nobase" and summary["ratio"] > 1
+        code, out, err = run(capsys, "decompress", art, "-o", tmp_path / f"out{len(extra)}", "-q")
+        assert code == 0, err
+        assert_same_tree(ft_dir, tmp_path / f"out{len(extra)}")
+    info = json.loads(run(capsys, "inspect", art, "--json")[1])
+    assert {c for t in info["tensor_list"] for c in t["coders"]} & {"fields"}
+
+
 def test_codecs_listing(capsys):
     code, out, _ = run(capsys, "codecs", "--json")
     assert code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from modelcodecs import _fmdelta
 from modelcodecs._threads import get_executor, resolve_threads, usable_cores
 from modelcodecs.abc import DTYPE_SIZES, FLOAT_DTYPES, EncodedChunk, TensorSpec
+from modelcodecs.container import unpack_chunks
 from modelcodecs.errors import (
     CancelledError,
     ConfigError,
@@ -153,8 +155,8 @@ def test_round_trip_property(t, context, shift):
         assert len(c.payload) <= c.meta["n"] * DTYPE_SIZES[dtype]
         if base is not None and dtype in FLOAT_DTYPES:
             assert c.coder in ("fmdelta", "raw")
-        if base is None and dtype in FLOAT_DTYPES and dtype != "F64":
-            assert c.coder in ("exponent", "raw")
+        if base is None and dtype in FLOAT_DTYPES:
+            assert c.coder in ("fields", "planes", "raw")
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -332,11 +334,12 @@ def test_integers_and_bools_xor_with_base():
     round_trip(FMDeltaCodec(), "BOOL", (100, 100), flags.tobytes(), None)
 
 
-@pytest.mark.parametrize("dtype,limit", [("BF16", 0.68), ("F16", 0.87), ("F32", 0.85)])
-def test_floats_without_base_code_their_exponents(dtype, limit):
+@pytest.mark.parametrize("dtype,limit", [("BF16", 0.68), ("F16", 0.87), ("F32", 0.85), ("F64", 0.9),
+                                         ("F8_E4M3", 0.8), ("F8_E5M2", 0.8)])
+def test_floats_without_base_code_their_fields(dtype, limit):
     data, _ = pair(50000, dtype, 1e-4)
     chunks = round_trip(FMDeltaCodec(), dtype, (50000,), data, None)
-    assert [c.coder for c in chunks] == ["exponent"]
+    assert [c.coder for c in chunks] == ["fields"]
     assert len(chunks[0].payload) < limit * len(data)
     # bf16 values stored as fp32 without a base: the zero mantissa bits are shifted out here too
     if dtype == "BF16":
@@ -347,23 +350,34 @@ def test_floats_without_base_code_their_exponents(dtype, limit):
 
 
 @pytest.mark.parametrize("dtype", ["F32", "BF16", "F16"])
-def test_degenerate_floats_without_base_use_planes(dtype):
-    """A zero-initialised tensor the base lacks costs next to nothing (the exponent coder alone gets 1/16)."""
+def test_degenerate_floats_without_base_cost_next_to_nothing(dtype):
+    """A zero-initialised tensor the base lacks costs next to nothing (fields, or byte planes when smaller)."""
     zeros = bytes(1 << 20)
     chunks = round_trip(FMDeltaCodec(), dtype, (len(zeros) // DTYPE_SIZES[dtype],), zeros, None)
-    assert {c.coder for c in chunks} == {"planes"}
+    assert {c.coder for c in chunks} <= {"fields", "planes"}
     assert sum(len(c.payload) for c in chunks) < len(zeros) / 1000
-    data, _ = pair(50000, dtype, 1e-4)  # ordinary weights keep the exponent coder
-    assert [c.coder for c in round_trip(FMDeltaCodec(), dtype, (50000,), data, None)] == ["exponent"]
+    data, _ = pair(50000, dtype, 1e-4)  # ordinary weights keep the fields coder
+    assert [c.coder for c in round_trip(FMDeltaCodec(), dtype, (50000,), data, None)] == ["fields"]
 
 
-def test_f64_without_base_uses_planes():
-    data = weights(20000, 4).astype(np.float64).tobytes()
-    chunks = round_trip(FMDeltaCodec(), "F64", (20000,), data, None)
-    assert [c.coder for c in chunks] == ["planes"] and chunks[0].meta["xor"] is False
-    assert len(chunks[0].payload) < 0.8 * len(data)
-    with pytest.raises(ValueError):
-        _fmdelta.encode(data, None, "F64")
+def test_f64_without_base_escapes_far_exponents():
+    """F64 exponents outside the chunk's 254-wide window (huge, tiny, NaN, Inf, denormals) are escaped raw."""
+    values = weights(20000, 4).astype(np.float64)
+    values[::97] = np.array([1e300, -1e-300, np.inf, np.nan, 5e-324, -0.0])[np.arange(len(values[::97])) % 6]
+    chunks = round_trip(FMDeltaCodec(), "F64", (20000,), values.tobytes(), None)
+    assert [c.coder for c in chunks] == ["fields"]
+    assert len(chunks[0].payload) < 0.9 * values.nbytes
+
+
+def test_older_exponent_payloads_still_decode():
+    """Payloads of the exponent-only no-base mode (mode 1, written before the fields mode) decode as before."""
+    fixture = Path(__file__).parent / "fixture" / "fmdelta"
+    found = 0
+    for config in sorted(fixture.glob("codec.*/config.json")):
+        for encoded in sorted(config.parent.glob("encoded.*.dat")):
+            _, chunks = unpack_chunks(encoded.read_bytes())
+            found += sum(c.coder == "exponent" for c in chunks)
+    assert found, "the fixtures hold exponent-mode chunks"
 
 
 def test_unknown_dtype_is_rejected():
@@ -715,12 +729,11 @@ for dtype in ["F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"]:
     out = bytearray(len(data))
     _fmdelta.decode(parent, base, out, dtype)
     assert bytes(out) == data, dtype
-    if dtype != "F64":
-        alone = _fmdelta.encode(data, None, dtype)
-        assert alone == open(f"{folder}/{dtype}.alone", "rb").read(), dtype
-        out = bytearray(len(data))
-        _fmdelta.decode(alone, None, out, dtype)
-        assert bytes(out) == data, dtype
+    alone = _fmdelta.encode(data, None, dtype)
+    assert alone == open(f"{folder}/{dtype}.alone", "rb").read(), dtype
+    out = bytearray(len(data))
+    _fmdelta.decode(alone, None, out, dtype)
+    assert bytes(out) == data, dtype
 print("generic build agrees")
 """
 
@@ -742,8 +755,7 @@ def test_generic_build_matches_dispatched_build(tmp_path):
         (tmp_path / f"{dtype}.ft").write_bytes(ft.tobytes())
         (tmp_path / f"{dtype}.base").write_bytes(base)
         (tmp_path / f"{dtype}.payload").write_bytes(_fmdelta.encode(ft.tobytes(), base, dtype, True, True))
-        if dtype != "F64":
-            (tmp_path / f"{dtype}.alone").write_bytes(_fmdelta.encode(ft.tobytes(), None, dtype))
+        (tmp_path / f"{dtype}.alone").write_bytes(_fmdelta.encode(ft.tobytes(), None, dtype))
     env = dict(os.environ, FMDELTA_GENERIC="1")
     result = subprocess.run([sys.executable, "-c", GENERIC_CHILD, str(tmp_path)], env=env, capture_output=True,
                             text=True, timeout=120)
@@ -764,13 +776,13 @@ def test_cgroup_quota_is_respected(monkeypatch):
     assert usable_cores() >= 1
 
 
-@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F8_E5M2"])
-def test_exponent_payloads_hostile(dtype):
-    data, _ = pair(9000, dtype, 1e-4, seed=18)
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F8_E5M2", "F64"])
+def test_fields_payloads_hostile(dtype):
+    data, _ = pair(12000, dtype, 1e-4, seed=18)
     codec = FMDeltaCodec(chunk_elements=4096)
-    spec = TensorSpec("t", dtype, (9000,))
+    spec = TensorSpec("t", dtype, (12000,))
     chunks = list(codec.encode_tensor(spec, memoryview(data), None))
-    assert [c.coder for c in chunks] == ["exponent"] * 3
+    assert [c.coder for c in chunks] == ["fields"] * 3
     assert decode(codec, spec, chunks, None) == data
     rng = random.Random(3)
     for _ in range(60):
@@ -782,7 +794,7 @@ def test_exponent_payloads_hostile(dtype):
         else:
             payload[rng.randrange(len(payload))] ^= rng.randint(1, 255)
         bad = list(chunks)
-        bad[k] = EncodedChunk("exponent", bytes(payload), dict(chunks[k].meta))
+        bad[k] = EncodedChunk("fields", bytes(payload), dict(chunks[k].meta))
         if truncated:
             with pytest.raises(CorruptArtifactError):
                 decode(codec, spec, bad, None)
