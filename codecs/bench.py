@@ -465,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write the results as JSON to PATH (or to stdout, instead of the tables, when no PATH)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    nobase = p.add_argument_group("checkpoints without a base (modelcodecs.bench_nobase)")
+    nobase.add_argument("--nobase", action="store_true", help="SmolLM2-135M coded without a base: fmdelta-nobase, "
+                        "zstd and lmz as whole commands at 1 thread, with the order-0 and context-model bounds")
+    nobase.add_argument("--nobase-dtypes", default="BF16,F32", help="SmolLM2 dtypes for --nobase (default BF16,F32)")
+    nobase.add_argument("--lmz", default=None, help="the lmz command (PyPI lmzip; default: lmz on PATH)")
+    nobase.add_argument("--series", action="store_true", help="a real SmolLM2-135M training run (modelcodecs."
+                        "bench_series) coded as a series, by lmz on the directory and by zstd")
+    nobase.add_argument("--series-steps", type=int, default=200, help="training steps for --series (default 200)")
+    nobase.add_argument("--series-every", type=int, default=20, help="steps between checkpoints (default 20)")
+    nobase.add_argument("--keyframe-every", type=int, default=8, help="series keyframe interval (default 8)")
     return p
 
 
@@ -565,6 +575,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.nobase:
+        from . import bench_nobase
+
+        return bench_nobase.main(args)
+    if args.series:
+        from . import bench_series
+
+        return bench_series.main(args)
     report = run(args)
     if args.json == "-":
         print(json.dumps(report, indent=2, default=str))

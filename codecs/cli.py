@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, threads=False, progress=False)
     p.set_defaults(func=_cmd_codecs)
 
+    from . import series_cli
+
+    series_cli.add_parser(sub, common)
+
     # `bench` is dispatched before parsing (it has its own parser); listed here for --help.
     sub.add_parser("bench", help="ratio and MB/s of every codec on a pair, side by side (bench --help)")
     return parser
