@@ -139,6 +139,7 @@ def _tools(lmz: str | None) -> list[tuple[str, list[str], list[str], str]]:
 def run_case(name: str, folder: Path, work: Path, lmz: str | None, log) -> dict:
     original = _folder_bytes(folder)
     digest = _tree_digest(folder)
+    work.mkdir(parents=True, exist_ok=True)
     rows = []
     for label, comp, decomp, suffix in _tools(lmz):
         archive = work / f"{label}{suffix}"
