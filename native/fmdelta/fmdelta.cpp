@@ -7,8 +7,11 @@
 //   v  n (element count)
 //   mode 2 only: for F64, v lo (the first exponent of the 254-wide window); then two models as below (stream A: rows = the
 //   previous element's exponent symbol, symbols = exponent symbols; stream B: rows = the element's exponent symbol,
-//   symbols = sign << K | top K mantissa bits), one rANS section holding both streams interleaved (A0 B0 A1 B1 ...),
-//   and the raw section (per element: an escaped F64 exponent, then the low mantissa bits)
+//   symbols = sign << K | top K mantissa bits) and, when mantissa bits remain below those K, two more (stream C:
+//   rows = the exponent symbol, symbols = the next min(8, rest) bits; stream D: rows = stream C's symbol, symbols =
+//   the next min(8, rest - 8) bits); one rANS section holding the streams interleaved element by element (A0 B0 A1
+//   B1 ..., or A0 B0 C0 D0 A1 ...), and the raw section (per element: an escaped F64 exponent, then the mantissa
+//   bits below those coded)
 //   v  nctx (1..255), then nctx-1 varints: gaps between the first exponents of consecutive contexts
 //   per context: v used-symbol count, then per used symbol: v gap to the previous symbol, v (frequency - 1);
 //                frequencies sum to 1 << scale
@@ -187,13 +190,13 @@ struct Scratch {
     std::vector<uint16_t> keys;    // per element: model row (base exponent) << 8 | symbol
     std::vector<uint8_t> raw;
     std::vector<uint16_t> words;
-    std::vector<uint32_t> hist, slot, slot2;
-    std::vector<uint8_t> symbol, symbol2;
+    std::vector<uint32_t> hist, slot, fslot[3];  // fslot, fsym: streams B, C, D of the fields mode
+    std::vector<uint8_t> symbol, fsym[3];
     std::vector<EncSym> etab;    // by key, filled for the rows in use
     void trim() {
         constexpr size_t kKeep = static_cast<size_t>(96) << 20;
         size_t held = payload.capacity() + 2 * keys.capacity() + raw.capacity() + 2 * words.capacity() +
-                      5 * (slot.capacity() + slot2.capacity());
+                      5 * (slot.capacity() + fslot[0].capacity() + fslot[1].capacity() + fslot[2].capacity());
         if (held > kKeep) *this = Scratch();
     }
 };
