@@ -25,15 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from . import bench_cli
+from .bench_cli import _folder_bytes
 from .errors import ConfigError
 from .hfio import ModelFolder
 
@@ -54,20 +53,11 @@ def _tree_digest(folder: Path) -> dict[str, str]:
     return out
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall seconds, child CPU seconds) of one command; raises with its stderr when it fails."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of a command (``bench_cli._timed``)."""
+    cpu: list[float] = []
+    wall = bench_cli._timed(cmd, 1, cpu=cpu)
+    return wall, cpu[0]
 
 
 def _entropy(counts: np.ndarray) -> float:

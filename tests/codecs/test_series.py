@@ -27,7 +27,8 @@ def _run(root: Path, steps=(10, 20, 30, 40, 50), reshape_at: int | None = None) 
             else:
                 nxt[name] = t.clone()
         if reshape_at is not None and step == reshape_at:
-            nxt["layers.0.mlp.up.weight"] = torch.randn(40, 16, generator=gen) * 0.02  # grown mid-series
+            nxt["layers.0.mlp.up.weight"] = torch.randn(32, 20, generator=gen) * 0.02  # reshaped mid-series
+            nxt["embed.weight"] = torch.cat([nxt["embed.weight"], nxt["embed.weight"][:4]])  # 4 rows added
         tensors = nxt
         write_safetensors(run / f"checkpoint-{step}", tensors)
     return run
@@ -80,6 +81,7 @@ def test_reshaped_tensor_is_coded_without_base_and_listed(tmp_path):
     run = _run(tmp_path, steps=(1, 2, 3), reshape_at=2)
     summary = series.compress_series(run, tmp_path / "s", threads=1)
     by_step = {c["step"]: c for c in summary.checkpoints}
+    # the reshaped tensor has no base; the one that only grew rows is coded against the rows it shares
     assert by_step[2]["tensors_without_base"] == ["layers.0.mlp.up.weight"]
     assert by_step[3]["tensors_without_base"] == []
     series.restore_checkpoint(tmp_path / "s", 3, tmp_path / "r3", threads=1)
