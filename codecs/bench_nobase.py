@@ -17,7 +17,7 @@ child (user + system). Beside them, two bounds on the tensors' bytes (empirical 
   every value (bf16 stored as fp32 becomes bf16), when that is at most 16 bits; else of the sign, exponent and top
   7 mantissa bits with the rest raw;
 * ``context model``: the model fmdelta-nobase codes with, per 4 Mi-element chunk: H(exponent | previous exponent)
-  + H(sign, top mantissa bits | exponent) + the raw mantissa bits.
+  + H(sign, top 7 mantissa bits | exponent) + H(next 8 bits | exponent) + H(next 8 | those 8) + the raw bits.
 """
 
 from __future__ import annotations
@@ -86,13 +86,23 @@ def tensor_bounds(values: np.ndarray, dtype: str) -> tuple[float, float]:
     else:
         head = (u >> (shift + mw - k)).astype(np.int64)
         order0 = _entropy(np.bincount(head)) + (mw - k) * u.size
+    nlow = mw - k
+    cbits = min(8, nlow)
+    dbits = min(8, nlow - cbits)
     context = 0.0
     for start in range(0, u.size, CHUNK):
         c = u[start:start + CHUNK]
         e = ((c >> mbits) & ((1 << (top - mbits)) - 1)).astype(np.int64)
         prev = np.concatenate([[0], e[:-1]])
-        sb = (((c >> top) << k) | (((c & ((1 << mbits) - 1)) >> shift) >> (mw - k))).astype(np.int64)
-        context += _conditional(prev, e, 256) + _conditional(e, sb, 2 << k) + (mw - k) * c.size
+        m = (c & ((1 << mbits) - 1)) >> shift
+        sb = (((c >> top) << k) | (m >> nlow)).astype(np.int64)
+        context += _conditional(prev, e, 256) + _conditional(e, sb, 2 << k)
+        if nlow:
+            low = m & ((1 << nlow) - 1)
+            cs = (low >> (nlow - cbits)).astype(np.int64)
+            ds = ((low >> (nlow - cbits - dbits)) & ((1 << dbits) - 1)).astype(np.int64)
+            context += _conditional(e, cs, 1 << cbits) + _conditional(cs, ds, 1 << dbits)
+            context += (nlow - cbits - dbits) * c.size
     return order0 / 8, context / 8
 
 
