@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import pipeline
+from . import manifest, pipeline
 from .abc import Codec
 from .errors import ConfigError, ModelCodecError
 from .registry import get_codec_class, list_codecs
@@ -125,11 +125,24 @@ def _cmd_decompress(args) -> int:
 
 def _cmd_verify(args) -> int:
     with _progress_bar(args.show_progress, "verify") as progress:
+        expected = manifest.read_manifest(args.manifest) if args.manifest else None
         report = pipeline.verify_artifact(args.artifact, base_dir=args.base, reference_dir=args.reference,
-                                          threads=args.threads, progress=progress)
+                                          expected_files=expected, threads=args.threads, progress=progress)
     r = report.as_dict()
     _print(args, r, f"{'OK' if r['ok'] else 'FAILED'}: {r['message']} ({len(r['files'])} files)")
     return 0 if report.ok else 1
+
+
+def _cmd_manifest(args) -> int:
+    data = manifest.manifest_of(args.folder)
+    text = json.dumps(data, indent=2)
+    if args.output:
+        with open(args.output, "x", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        print(f"{args.output}: {len(data['files'])} files")
+    else:
+        print(text)
+    return 0
 
 
 def _cmd_inspect(args) -> int:
@@ -201,8 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("reference", nargs="?", help="fine-tuned folder whose files must match the artifact")
     p.add_argument("--base", help="base model folder the artifact was made against")
+    p.add_argument("--manifest", help="JSON manifest of the original files' hashes (`modelcodecs manifest`), kept "
+                                      "outside the artifact: the restored files must match it")
     common(p)
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("manifest", help="write the sha256 of every file of a model folder (to verify against)")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", help="write to this file (must not exist) instead of stdout")
+    p.set_defaults(func=_cmd_manifest)
 
     p = sub.add_parser("inspect", help="show what an artifact holds (from its index alone)")
     p.add_argument("artifact")

@@ -140,6 +140,8 @@ class ContainerReader:
             index = json.loads(zstandard.ZstdDecompressor().decompress(blob, max_output_size=MAX_INDEX_BYTES))
         except (zstandard.ZstdError, ValueError) as exc:
             raise CorruptArtifactError(f"{self.path}: artifact index is unreadable: {exc}") from None
+        except RecursionError:
+            raise CorruptArtifactError(f"{self.path}: artifact index is nested too deeply") from None
         self.data_end = index_offset
         validate_index(index, self.data_end)
         return index
@@ -225,7 +227,8 @@ def validate_index(index, data_end: int) -> None:
     tensors = index["tensors"]
     for i, t in enumerate(tensors):
         where = f"tensor {i}"
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or t.get("dtype") not in DTYPE_SIZES:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("dtype"), str) \
+                or t["dtype"] not in DTYPE_SIZES:
             _fail(f"{where}: malformed name or dtype")
         shape = t.get("shape")
         if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
@@ -319,7 +322,7 @@ def unpack_chunks(buf: bytes) -> tuple[TensorSpec, list[EncodedChunk]]:
                     and _is_int(rec[2], 0, 0xFFFFFFFF) and isinstance(rec[3], dict)):
                 raise ValueError("malformed chunk record")
             records.append(tuple(rec))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptArtifactError(f"encoded buffer header is malformed: {exc}") from None
     chunks, offset = [], 8 + meta_len
     for coder, length, crc, cmeta in records:

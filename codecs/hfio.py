@@ -134,7 +134,10 @@ def _safe_files(root: Path) -> list[str]:
         for entry in [*dirnames, *filenames]:
             path = Path(dirpath, entry)
             if path.is_symlink():
-                target = path.resolve()
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):  # a loop (RuntimeError before Python 3.13) or a dangling link
+                    raise ModelFormatError(f"{path.relative_to(root)}: broken symlink or symlink loop") from None
                 if not target.is_relative_to(real_root):
                     raise UnsafePathError(f"{path.relative_to(root)}: symlink points outside the model folder")
                 if target.is_dir():
@@ -161,6 +164,8 @@ def parse_safetensors_header(handle, name: str, size: int) -> FilePlan:
         header = json.loads(bytes(_read_exact(handle, 8, header_len)))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{name}: safetensors header is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{name}: safetensors header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ModelFormatError(f"{name}: safetensors header is not a JSON object")
     data_start = 8 + header_len
@@ -353,7 +358,7 @@ def _weight_bins(root: Path, names: list[str]) -> set[str]:
             try:
                 weight_map = json.loads((root / name).read_text())["weight_map"]
                 shards = {str(v) for v in weight_map.values()}
-            except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 raise ModelFormatError(f"{name}: not a valid shard index (needs a 'weight_map' object)") from None
             for shard in sorted(shards):
                 rel = f"{folder}/{shard}" if folder else shard
@@ -379,16 +384,20 @@ def read_model_info(model_dir: str | os.PathLike) -> dict:
                 config = json.loads(config_path.read_text())
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ModelFormatError(f"config.json is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise ModelFormatError("config.json is nested too deeply") from None
             if not isinstance(config, dict):
                 config = {}
         architectures = config.get("architectures") or [None]
+        architecture = architectures[0] if isinstance(architectures, list) else None
+        model_type = config.get("model_type")
         dtypes: dict[str, int] = {}
         for ref in folder.tensors.values():
             dtypes[ref.spec.dtype] = dtypes.get(ref.spec.dtype, 0) + 1
         return {
             "layout": folder.layout,
-            "architecture": architectures[0] if isinstance(architectures, list) else None,
-            "model_type": config.get("model_type"),
+            "architecture": architecture if isinstance(architecture, str) else None,
+            "model_type": model_type if isinstance(model_type, str) else None,
             "dtypes": dtypes,
             "parameter_count": sum(ref.spec.numel for ref in folder.tensors.values()),
             "tensor_count": len(folder.tensors),

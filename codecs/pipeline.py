@@ -753,10 +753,16 @@ def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, p
                                           if decoder.checks_file(e)})
 
 
-def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads: int | None = None,
-                    progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> VerifyReport:
-    """Decode everything in memory (nothing is written) and check every recorded hash; with ``reference_dir``,
-    also check that the recorded hashes are those of the reference folder's files."""
+def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expected_files: dict[str, str] | None = None,
+                    threads: int | None = None, progress: ProgressCallback | None = None,
+                    cancel: CancelCheck | None = None) -> VerifyReport:
+    """Decode everything in memory (nothing is written) and check every recorded hash. The hashes inside an
+    artifact prove only that it is intact, not that it holds the right model (a forger re-seals them); so also
+    compare the decoded files with hashes kept outside the artifact: those of the files of ``reference_dir``, or
+    ``expected_files`` (file name -> sha256, e.g. from a manifest or a registry). Files a lossy codec changes are
+    not compared; every file must be present on both sides."""
+    if reference_dir is not None and expected_files is not None:
+        raise ConfigError("give a reference folder or expected file hashes, not both")
     started = time.perf_counter()
     problems = []
     with ExitStack() as stack:
@@ -781,21 +787,30 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads
                 problems.append(f"{entry['name']}: restored bytes do not match the recorded sha256")
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
     if reference_dir is not None:
-        recorded = {e["name"]: e["sha256"] for e in entries}
         with ModelFolder(reference_dir) as reference:
             names = {plan.name for plan in reference.files}
-            for name in sorted(names ^ set(recorded)):
-                problems.append(f"{name}: present in only one of the artifact and {reference_dir}")
-            for result, entry in zip(results, entries):
-                if result["name"] in names and decoder.checks_file(entry):
-                    if reference.file_sha256(result["name"]) != recorded[result["name"]]:
-                        result["ok"] = False
-                        problems.append(f"{result['name']}: differs from the reference folder's file")
+            problems += _compare_outside(decoder, results, names, reference.file_sha256, str(reference_dir))
+    elif expected_files is not None:
+        problems += _compare_outside(decoder, results, set(expected_files), expected_files.__getitem__,
+                                     "the expected files")
     ok = not problems and all(r["ok"] for r in results)
     message = "all files verified" if ok else "; ".join(problems[:5])
     if ok and not decoder.lossless:
         message = "lossy artifact: non-tensor files verified, tensors decode with recorded dtypes and shapes"
     return VerifyReport(ok=ok, files=results, message=message, seconds=round(time.perf_counter() - started, 3))
+
+
+def _compare_outside(decoder: _ArtifactDecoder, results: list[dict], names: set[str], sha256_of, source: str
+                     ) -> list[str]:
+    """Compare decoded files (``results``) with hashes from outside the artifact; marks mismatches not ok."""
+    entries = {e["name"]: e for e in decoder.index["files"]}
+    problems = [f"{name}: present in only one of the artifact and {source}" for name in sorted(names ^ set(entries))]
+    for result in results:
+        name = result["name"]
+        if name in names and decoder.checks_file(entries[name]) and sha256_of(name) != result["sha256"]:
+            result["ok"] = False
+            problems.append(f"{name}: differs from {source}")
+    return problems
 
 
 def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | None = None

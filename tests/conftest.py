@@ -29,16 +29,19 @@ def dv_dirs(settings, tmp_path):
     storages["artifacts"] = {"BACKEND": "django.core.files.storage.FileSystemStorage",
                              "OPTIONS": {"location": str(artifacts)}}
     settings.STORAGES = storages
-    return {"root": root, "artifacts": artifacts, "home": tmp_path}
+    # the folder of team "acme" (the ``world`` fixture's team) under the root: teams register only from their own
+    acme = root / "acme"
+    acme.mkdir()
+    return {"root": root, "acme": acme, "artifacts": artifacts, "home": tmp_path}
 
 
 @pytest.fixture
 def tiny_pair_dirs(dv_dirs):
-    """A base and a fine-tuned safetensors folder inside the model root: (base_dir, finetuned_dir)."""
+    """A base and a fine-tuned safetensors folder in team acme's folder: (base_dir, finetuned_dir)."""
     from tests.factories import tiny_model_write
 
-    base_dir = dv_dirs["root"] / "tiny-base"
-    ft_dir = dv_dirs["root"] / "tiny-ft"
+    base_dir = dv_dirs["acme"] / "tiny-base"
+    ft_dir = dv_dirs["acme"] / "tiny-ft"
     base = tiny_model_write(base_dir, seed=1)
     tiny_model_write(ft_dir, seed=2, base=base)
     return base_dir, ft_dir

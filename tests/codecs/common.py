@@ -192,3 +192,20 @@ def make_pair(root: Path, *, layout: str = "safetensors", shards: int = 1, seed:
     writer = write_safetensors if layout == "safetensors" else write_bin
     ft_dir = writer(Path(root) / "ft", tuned, shards=shards)
     return base_dir, ft_dir
+
+
+# -- artifacts re-sealed around a changed index ------------------------------------------------------------------
+
+def reseal_index(src: Path, dst: Path, index_json: bytes) -> None:
+    """Write ``src`` to ``dst`` with its index replaced by ``index_json`` (JSON text) and the footer (offset,
+    length, sha256) fixed, as a forger who knows the format would."""
+    import struct
+
+    import zstandard
+
+    data = Path(src).read_bytes()
+    footer = struct.Struct("<QQ32s8s")
+    index_offset, _, _, end = footer.unpack(data[-footer.size:])
+    blob = zstandard.ZstdCompressor(level=3).compress(index_json)
+    Path(dst).write_bytes(data[:index_offset] + blob
+                          + footer.pack(index_offset, len(blob), hashlib.sha256(blob).digest(), end))

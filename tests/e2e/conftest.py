@@ -73,14 +73,14 @@ def write_pair(root: Path, *, tensors: int, rows: int, cols: int, seed: int = 0)
 
 @pytest.fixture(scope="session")
 def tiny_pair(stack) -> tuple[Path, Path]:
-    """About 32 MB of fp32 in 16 tensors: enough for several progress updates of an FM-Delta job."""
-    return write_pair(stack.models_root / "e2e-pair", tensors=16, rows=512, cols=1024)
+    """About 32 MB of fp32 in 16 tensors, in team acme's folder: enough for several progress updates."""
+    return write_pair(stack.models_root / "acme" / "e2e-pair", tensors=16, rows=512, cols=1024)
 
 
 @pytest.fixture(scope="session")
 def big_pair(stack) -> tuple[Path, Path]:
     """A larger pair (about 160 MB of fp32) for jobs that must still be running when they are cancelled."""
-    return write_pair(stack.models_root / "e2e-big", tensors=40, rows=1024, cols=1024, seed=1)
+    return write_pair(stack.models_root / "acme" / "e2e-big", tensors=40, rows=1024, cols=1024, seed=1)
 
 
 @pytest.fixture(scope="session")

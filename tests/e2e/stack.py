@@ -220,6 +220,7 @@ def start_stack(home: Path, *, extra_env: dict | None = None) -> Stack:
     try:
         stack.start_redis()
         stack.manage("migrate", "--noinput", "-v", "0")
+        stack.manage("collectstatic", "--noinput", "-v", "0")  # as scripts/run: DEBUG off, WhiteNoise serves these
         if not database_url:
             # WAL lets daphne read while the worker writes progress (the mode is stored in the file).
             with sqlite3.connect(home / "db.sqlite3") as db:

@@ -62,3 +62,15 @@ def collect_events(in_memory_channel_layer):
         return EventCollector(in_memory_channel_layer, group)
 
     return _collect
+
+
+@pytest.fixture
+def pair(world, tiny_pair_dirs):
+    """A registered tiny base + fine-tune pair of team acme (real safetensors folders)."""
+    from webapp.registry.services import model_register_from_path, pair_create
+
+    base_dir, ft_dir = tiny_pair_dirs
+    team, user = world["acme"], world["alice"]
+    base = model_register_from_path(team=team, user=user, name="base", path=str(base_dir))
+    ft = model_register_from_path(team=team, user=user, name="ft", path=str(ft_dir))
+    return pair_create(team=team, user=user, name="tiny", base=base, finetuned=ft)

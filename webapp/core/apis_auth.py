@@ -1,4 +1,5 @@
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
@@ -26,8 +27,12 @@ class AuthTokenCreateApi(Api):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = authenticate(request=request, **serializer.validated_data)
+        # The Django request, so login throttling (django-axes) counts the attempt and its middleware answers 429
+        # once the client is locked out.
+        user = authenticate(request=request._request, **serializer.validated_data)
         if user is None or not user.is_active:
             raise ApplicationError("Unable to log in with the provided credentials.")
+        # A token exchange is a login: the signal resets the throttling count and records last_login.
+        user_logged_in.send(sender=user.__class__, request=request._request, user=user)
         token, _ = Token.objects.get_or_create(user=user)
         return Response(self.OutputSerializer({"token": token.key}).data, status=status.HTTP_200_OK)

@@ -27,6 +27,19 @@ class TeamCreateForm(forms.Form):
     name = forms.CharField(max_length=100)
 
 
+ROLE_CHOICES = [("admin", "Admin: manages members"), ("member", "Member: registers and runs jobs"),
+                ("viewer", "Viewer: reads only")]
+
+
+class InvitationForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial="member")
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=ROLE_CHOICES, label="Role")
+
+
 class ModelPathForm(forms.Form):
     name = forms.CharField(max_length=200)
     path = forms.CharField(max_length=1024, help_text="A model folder on the server, inside the allowed roots.")
@@ -62,6 +75,10 @@ class DatasetPathForm(forms.Form):
 class DatasetUploadForm(forms.Form):
     name = forms.CharField(max_length=200)
     file = forms.FileField(help_text="A UTF-8 text file.")
+
+
+class ArtifactImportForm(forms.Form):
+    file = forms.FileField(help_text="A .dvz artifact made with `modelcodecs compress`.")
 
 
 KIND_CHOICES = [("compress", "Compress a pair"), ("decompress", "Decompress and verify an artifact"),

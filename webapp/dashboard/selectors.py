@@ -11,19 +11,12 @@ from webapp.jobs.selectors import job_list
 from webapp.registry.models import Pair
 from webapp.registry.selectors import artifact_list
 from webapp.teams.models import Team
-from webapp.teams.selectors import team_list_for_user
-
-SESSION_TEAM_KEY = "deltavault_team"
-
+from webapp.teams.selectors import team_current_for_user
 
 def current_team(request: HttpRequest) -> Team | None:
-    """The team chosen in the header (kept in the session), else the user's first team."""
-    teams = list(team_list_for_user(user=request.user))
-    slug = request.session.get(SESSION_TEAM_KEY)
-    for team in teams:
-        if team.slug == slug:
-            return team
-    return teams[0] if teams else None
+    """The user's current team (chosen in the header; kept with the membership, so REST calls without a team use
+    it too). Joining a team never changes it."""
+    return team_current_for_user(user=request.user)
 
 
 def api_token_get(*, user: AbstractBaseUser) -> Token | None:

@@ -20,12 +20,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.exceptions import ApplicationError
-from webapp.core.paths import model_roots
+from webapp.core.paths import team_roots
 from webapp.dashboard.charts import Point, ratio_quality_svg
-from webapp.dashboard.forms import (DatasetPathForm, DatasetUploadForm, JobForm, JobSearchForm, ModelPathForm,
-                                    ModelUploadForm, PairCreateForm, TeamCreateForm)
-from webapp.dashboard.selectors import (SESSION_TEAM_KEY, api_token_get, current_team, model_perplexity,
-                                        pair_comparison)
+from webapp.dashboard.forms import (ArtifactImportForm, DatasetPathForm, DatasetUploadForm, InvitationForm, JobForm,
+                                    JobSearchForm, MemberRoleForm, ModelPathForm, ModelUploadForm, PairCreateForm,
+                                    TeamCreateForm)
+from webapp.dashboard.selectors import api_token_get, current_team, model_perplexity, pair_comparison
 from webapp.dashboard.services import api_token_create, api_token_revoke
 from webapp.jobs.models import Job
 from webapp.jobs.runners import job_restored_dir
@@ -35,19 +35,23 @@ from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for
 from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get, dataset_list, model_changes,
                                        model_delete_impact, model_get, model_list, pair_delete_impact, pair_get,
                                        pair_list)
-from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_open, dataset_delete,
-                                      dataset_register_from_path, dataset_upload, model_delete,
+from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_import, artifact_open,
+                                      dataset_delete, dataset_register_from_path, dataset_upload, model_delete,
                                       model_register_from_path, model_register_upload, model_rescan, pair_create,
                                       pair_delete)
-from webapp.teams.selectors import membership_list, team_get_for_user, team_list_for_user, user_is_team_admin
-from webapp.teams.services import team_create
+from webapp.teams.selectors import (invitation_get_for_team, invitation_get_for_user, invitation_list_for_team,
+                                    invitation_list_for_user, member_get, membership_list, membership_role,
+                                    team_get_for_user, team_list_for_user, user_is_team_admin)
+from webapp.teams.services import (invitation_accept, invitation_cancel, invitation_create, invitation_decline,
+                                   membership_remove, membership_role_set, team_choose, team_create)
 
 RECENT_JOBS = 100
 JOBS_PER_PAGE = 50
 
 
 def _render(request, template: str, context: dict | None = None, status: int = 200):
-    ctx = {"teams": list(team_list_for_user(user=request.user)), "current_team": current_team(request)}
+    ctx = {"teams": list(team_list_for_user(user=request.user)), "current_team": current_team(request),
+           "invitation_count": invitation_list_for_user(user=request.user).count()}
     ctx.update(context or {})
     return render(request, template, ctx, status=status)
 
@@ -98,7 +102,7 @@ def home(request, team):
 @require_POST
 def team_switch(request):
     team = team_get_for_user(user=request.user, slug=request.POST.get("team", ""))
-    request.session[SESSION_TEAM_KEY] = team.slug
+    team_choose(user=request.user, team=team)
     target = request.POST.get("next") or reverse("dashboard:home")
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = reverse("dashboard:home")
@@ -112,10 +116,101 @@ def team_new(request):
     if request.method == "POST" and form.is_valid():
         team = _service_call(request, team_create, name=form.cleaned_data["name"], owner=request.user)
         if team is not None:
-            request.session[SESSION_TEAM_KEY] = team.slug
+            team_choose(user=request.user, team=team)
             messages.success(request, f"Team {team.name} created.")
             return redirect("dashboard:home")
     return _render(request, "dashboard/team_new.html", {"form": form})
+
+
+@login_required
+def team_list_view(request):
+    """Your teams and roles, and the invitations waiting for your answer."""
+    teams = [{"team": t, "role": membership_role(user=request.user, team=t)}
+             for t in team_list_for_user(user=request.user)]
+    return _render(request, "dashboard/team_list.html", {
+        "rows": teams, "invitations": invitation_list_for_user(user=request.user),
+    })
+
+
+@login_required
+def team_detail(request, slug: str):
+    """A team's members and roles; its admins invite, change roles and remove members here."""
+    team = team_get_for_user(user=request.user, slug=slug)
+    is_admin = membership_role(user=request.user, team=team) == "admin"
+    return _render(request, "dashboard/team_detail.html", {
+        "team": team, "is_admin": is_admin,
+        "members": [{"membership": m, "form": MemberRoleForm(initial={"role": m.role}, prefix=m.user.username)}
+                    for m in membership_list(team=team)],
+        "invitations": invitation_list_for_team(team=team) if is_admin else [],
+        "invite_form": InvitationForm(),
+    })
+
+
+@login_required
+@require_POST
+def team_invite(request, slug: str):
+    team = team_get_for_user(user=request.user, slug=slug)
+    form = InvitationForm(request.POST)
+    if form.is_valid():
+        invitation = _service_call(request, invitation_create, team=team, by=request.user, **form.cleaned_data)
+        if invitation is not None:
+            messages.success(request, f"Invitation to {invitation.username!r} saved: they join when they accept.")
+    else:
+        messages.error(request, "Give a username and a role.")
+    return redirect("dashboard:team_detail", team.slug)
+
+
+@login_required
+@require_POST
+def team_member_role(request, slug: str, username: str):
+    team = team_get_for_user(user=request.user, slug=slug)
+    membership = member_get(team=team, username=username)
+    form = MemberRoleForm(request.POST, prefix=username)
+    if form.is_valid() and _service_call(request, membership_role_set, membership=membership, by=request.user,
+                                         role=form.cleaned_data["role"]) is not None:
+        messages.success(request, f"{username} is now {form.cleaned_data['role']}.")
+    return redirect("dashboard:team_detail", team.slug)
+
+
+@login_required
+@require_POST
+def team_member_remove(request, slug: str, username: str):
+    team = team_get_for_user(user=request.user, slug=slug)
+    membership = member_get(team=team, username=username)
+    leaving = membership.user_id == request.user.pk
+    try:
+        membership_remove(team=team, user=membership.user, by=request.user)
+    except (ApplicationError, PermissionDenied) as exc:
+        messages.error(request, getattr(exc, "message", None) or str(exc))
+        return redirect("dashboard:team_detail", team.slug)
+    if leaving:
+        messages.success(request, f"You left {team.name}.")
+        return redirect("dashboard:team_list")
+    messages.success(request, f"{username} was removed from {team.name}.")
+    return redirect("dashboard:team_detail", team.slug)
+
+
+@login_required
+@require_POST
+def team_invitation_cancel(request, slug: str, pk: int):
+    team = team_get_for_user(user=request.user, slug=slug)
+    invitation = invitation_get_for_team(team=team, id=pk)
+    if _service_call(request, invitation_cancel, invitation=invitation, by=request.user) is not None:
+        messages.success(request, f"Invitation to {invitation.username!r} withdrawn.")
+    return redirect("dashboard:team_detail", team.slug)
+
+
+@login_required
+@require_POST
+def invitation_answer(request, pk: int, answer: str):
+    invitation = invitation_get_for_user(user=request.user, id=pk)
+    if answer == "accept":
+        if _service_call(request, invitation_accept, invitation=invitation, user=request.user) is not None:
+            messages.success(request, f"You joined {invitation.team.name} as {invitation.role}. Switch to it in "
+                                      "the header when you want to work in it.")
+    elif _service_call(request, invitation_decline, invitation=invitation, user=request.user) is not None:
+        messages.success(request, f"Invitation to {invitation.team.name} declined.")
+    return redirect("dashboard:team_list")
 
 
 # ---- models --------------------------------------------------------------------------------------------------
@@ -142,7 +237,7 @@ def model_list_view(request, team):
                     return redirect("dashboard:model_detail", model.pk)
     return _render(request, "dashboard/model_list.html", {
         "models": model_list(team=team), "path_form": path_form, "upload_form": upload_form,
-        "roots": model_roots(),
+        "roots": team_roots(team),
     })
 
 
@@ -224,6 +319,7 @@ def pair_detail(request, pk: int):
         "jobs": job_list(team=pair.team, filters={"pair": pair.pk})[:RECENT_JOBS],
         "report": pair.report or {},
         "can_delete": user_is_team_admin(user=request.user, team=pair.team),
+        "import_form": ArtifactImportForm(),
     })
 
 
@@ -232,6 +328,22 @@ def pair_delete_view(request, pk: int):
     pair = pair_get(id=pk, user=request.user)
     return _delete_page(request, obj=pair, kind="pair", impact=pair_delete_impact(pair=pair), delete=pair_delete,
                         back=reverse("dashboard:pair_detail", args=[pair.pk]), done=reverse("dashboard:pair_list"))
+
+
+@login_required
+@require_POST
+def artifact_import_view(request, pk: int):
+    pair = pair_get(id=pk, user=request.user)
+    form = ArtifactImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Choose an artifact file (.dvz) to import.")
+    else:
+        artifact = _service_call(request, artifact_import, team=pair.team, user=request.user, pair=pair,
+                                 file=form.cleaned_data["file"])
+        if artifact is not None:
+            messages.success(request, f"Artifact #{artifact.pk} imported: it restores {pair.finetuned.name} exactly."
+                             if artifact.verification == "verified" else f"Artifact #{artifact.pk} imported.")
+    return redirect("dashboard:pair_detail", pair.pk)
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------
@@ -258,7 +370,7 @@ def dataset_list_view(request, team):
                     return redirect("dashboard:dataset_list")
     return _render(request, "dashboard/dataset_list.html", {
         "datasets": dataset_list(team=team), "path_form": path_form, "upload_form": upload_form,
-        "can_delete": user_is_team_admin(user=request.user, team=team), "roots": model_roots(),
+        "can_delete": user_is_team_admin(user=request.user, team=team), "roots": team_roots(team),
     })
 
 

@@ -27,8 +27,9 @@ from webapp.core.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.jobs.reporter import JobReporter
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
-from webapp.registry.selectors import artifact_find_identical, model_changes
-from webapp.registry.storage import artifact_local_file, artifact_store
+from webapp.registry.selectors import (artifact_base_dir, artifact_expected_files, artifact_find_identical,
+                                       model_changes)
+from webapp.registry.storage import artifact_local_file, artifact_store, file_sha256
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,6 @@ def job_threads(job: Job) -> int | None:
 def _jsonable(summary: dict) -> dict:
     return {key: value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
             for key, value in summary.items()}
-
-
-def _codec_class(codec_id: str) -> type[modelcodecs.Codec] | None:
-    try:
-        return modelcodecs.get_codec_class(codec_id)
-    except modelcodecs.ModelCodecError:
-        return None
 
 
 def require_unchanged(*models: ModelEntry | None) -> None:
@@ -148,6 +142,7 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
                 compressed_bytes=int(summary["compressed_bytes"]),
                 ratio=float(summary["ratio"]),
                 metrics={k: summary[k] for k in ("mb_per_s", "seconds", "peak_rss_bytes", "tensors", "files")},
+                sha256=file_sha256(tmp_path)[1],
             )
             artifact.full_clean()
             artifact.storage_name = artifact_store(local=tmp_path, name=final_name)
@@ -173,18 +168,37 @@ def _check_decompress(inputs: JobInputs) -> JobInputs:
 
 
 def restore_artifact(*, job: Job, artifact: Artifact, out_dir: Path, reporter: JobReporter) -> dict:
-    """Decompress ``artifact`` into ``out_dir`` (which must not exist yet); returns the decompress summary."""
-    base_dir = None
-    codec_cls = _codec_class(artifact.codec_id)
-    if codec_cls is not None and codec_cls.needs_base:
-        if artifact.pair is None:
-            raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
+    """Decompress ``artifact`` into ``out_dir`` (which must not exist yet) and check it against the registry;
+    returns the decompress summary with a ``verification`` entry. Every job that restores an artifact goes through
+    here.
+
+    The hashes inside an artifact only prove it is intact: whoever edits it can re-seal them. So the artifact file
+    is checked against the sha256 recorded when it was stored (``artifact_local_file``), and the restored files
+    against the fine-tuned model's recorded hashes; a mismatch marks the artifact failed and removes ``out_dir``.
+    """
+    base_dir = artifact_base_dir(artifact)
+    if base_dir is not None:
         require_unchanged(artifact.pair.base)
-        base_dir = artifact.pair.base.path
     with artifact_local_file(artifact) as path:
-        return modelcodecs.decompress_model(
-            path, out_dir, base_dir=base_dir, threads=job_threads(job), progress=reporter, cancel=reporter.cancelled
-        ).as_dict()
+        summary = _jsonable(modelcodecs.decompress_model(
+            path, out_dir, base_dir=base_dir, threads=job_threads(job), progress=reporter,
+            cancel=reporter.cancelled,
+        ).as_dict())
+    reporter.stage("verifying")
+    verification = _verify_restored(artifact=artifact, out_dir=out_dir,
+                                    restored_sha256=summary.pop("file_sha256", {}))
+    if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
+        artifact.verification = verification["status"]
+        artifact.verified_at = timezone.now()
+        artifact.save(update_fields=["verification", "verified_at"])
+    if verification["status"] == Artifact.Verification.FAILED:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise ApplicationError(
+            f"Restored files differ from the fine-tuned model: {', '.join(verification['mismatched'][:10])}"
+        )
+    reporter.log(f"verification: {verification['status']} ({verification['checked']} files)")
+    summary["verification"] = verification
+    return summary
 
 
 def _payload_sha256(path: Path) -> str:
@@ -209,18 +223,16 @@ def _payload_sha256(path: Path) -> str:
 
 def _verify_restored(*, artifact: Artifact, out_dir: Path, restored_sha256: dict) -> dict:
     """Compare every restored file's sha256 with the fine-tuned model's recorded hashes. The restore hashed every
-    file as it wrote it and checked it against the artifact (``restored_sha256``), so nothing is read again."""
-    codec_cls = _codec_class(artifact.codec_id)
-    if codec_cls is not None and not codec_cls.lossless:
-        return {"status": "skipped", "reason": "lossy codec: values are approximate", "checked": 0,
-                "mismatched": []}
-    if artifact.pair is None:
-        return {"status": "skipped", "reason": "no fine-tuned model recorded", "checked": 0, "mismatched": []}
-    recorded = {f["name"]: f.get("sha256") for f in artifact.pair.finetuned.files or [] if f.get("name")}
-    if not recorded:
-        return {"status": "skipped", "reason": "no file hashes recorded", "checked": 0, "mismatched": []}
-    mismatched = [name for name, sha in sorted(recorded.items())
-                  if not (out_dir / name).is_file() or (sha and restored_sha256.get(name) != sha)]
+    file as it wrote it and checked it against the artifact (``restored_sha256``), so nothing is read again; the
+    folder is listed for files the fine-tune does not have."""
+    recorded = artifact_expected_files(artifact)
+    if recorded is None:
+        return {"status": "skipped", "reason": "lossy codec or no recorded hashes of the fine-tuned model",
+                "checked": 0, "mismatched": []}
+    restored = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+    mismatched = sorted(restored - set(recorded)) + [
+        name for name, sha in sorted(recorded.items())
+        if name not in restored or restored_sha256.get(name) != sha]
     status = Artifact.Verification.FAILED if mismatched else Artifact.Verification.VERIFIED
     return {"status": str(status), "checked": len(recorded), "mismatched": mismatched}
 
@@ -232,26 +244,13 @@ def _run_decompress(*, job: Job, reporter: JobReporter) -> dict:
     out_dir = job_restored_dir(job)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    reporter.log(f"restoring artifact #{artifact.pk} ({artifact.codec_id}) into {out_dir}")
+    reporter.log(f"restoring artifact #{artifact.pk} ({artifact.codec_id})")
     try:
-        summary = _jsonable(restore_artifact(job=job, artifact=artifact, out_dir=out_dir, reporter=reporter))
-        reporter.stage("verifying")
-        verification = _verify_restored(artifact=artifact, out_dir=out_dir,
-                                        restored_sha256=summary.pop("file_sha256", {}))
-        if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
-            artifact.verification = verification["status"]
-            artifact.verified_at = timezone.now()
-            artifact.save(update_fields=["verification", "verified_at"])
-        if verification["status"] == Artifact.Verification.FAILED:
-            raise ApplicationError(
-                f"Restored files differ from the fine-tuned model: {', '.join(verification['mismatched'][:10])}"
-            )
+        summary = restore_artifact(job=job, artifact=artifact, out_dir=out_dir, reporter=reporter)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
     summary["output_dir"] = str(out_dir)
-    summary["verification"] = verification
-    reporter.log(f"verification: {verification['status']} ({verification['checked']} files)")
     return summary
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import traceback
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from django.utils import timezone
 from modelcodecs.memory import peak_rss, reset_peak_rss
 
 from webapp.core.exceptions import ApplicationError
+from webapp.core.redact import redact_paths
 from webapp.jobs.models import QUEUE_AUTO, Job, Worker
 from webapp.jobs.reporter import JobReporter, job_progress_publish, log_tail
 from webapp.jobs.runners import JOB_KINDS, JobInputs, job_restored_dir, job_work_dir
@@ -38,7 +38,8 @@ from workers.tasks import run_job as run_job_task
 
 logger = logging.getLogger(__name__)
 
-JOB_OPTIONS = frozenset({"threads", "max_tokens"})
+# Job options and their largest value: each is a positive integer.
+JOB_OPTIONS = {"threads": 1024, "max_tokens": 10**9}
 # Database errors a task retries (connection refused or lost, slots exhausted, pool timeout), as opposed to data
 # errors (IntegrityError and the like), which are the job's own failure.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
@@ -53,11 +54,14 @@ def _check_team(team: Team, inputs: JobInputs) -> None:
 
 
 def _options_clean(options: dict | None) -> dict:
+    if not isinstance(options or {}, dict):
+        raise ApplicationError("options must be an object.")
     options = dict(options or {})
-    threads = options.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ApplicationError("options.threads must be a positive integer.")
-    unknown = sorted(set(options) - JOB_OPTIONS)
+    for key, high in JOB_OPTIONS.items():
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high):
+            raise ApplicationError(f"options.{key} must be an integer from 1 to {high}.")
+    unknown = sorted(set(options) - set(JOB_OPTIONS))
     if unknown:
         raise ApplicationError(f"Unknown job option(s): {', '.join(unknown)}.")
     return options
@@ -183,9 +187,10 @@ def job_fail(*, job: Job, error: str, log: str = "") -> Job:
         return job
     _job_files_cleanup(job=job)
     job.status = Job.Status.FAILED
-    job.error = error[:4000]
+    job.error = redact_paths(error)[:4000]
     job.finished_at = timezone.now()
     if log:
+        log = redact_paths(log)
         job.log_tail = log_tail(f"{job.log_tail}\n{log}" if job.log_tail else log)
     job.save(update_fields=["status", "error", "finished_at", "log_tail"])
     job_progress_publish(job=job)
@@ -333,13 +338,15 @@ def job_run(*, job: Job, worker_name: str = "", resume: bool = False) -> Job:
     except TRANSIENT_DB_ERRORS:
         raise
     except (modelcodecs.ModelCodecError, ApplicationError) as exc:
-        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
+        message = redact_paths(exc.message if isinstance(exc, ApplicationError) else str(exc))
         reporter.log(f"failed: {message}")
         return _job_finish_failed(job=job, error=message)
     except Exception as exc:  # noqa: BLE001 - anything else is a bug or an environment problem: record it
+        # The traceback goes to the worker's log only: users see the error without server paths.
         logger.exception("job %s failed", job.pk)
-        reporter.log(traceback.format_exc())
-        return _job_finish_failed(job=job, error=f"{type(exc).__name__}: {exc}")
+        message = redact_paths(f"{type(exc).__name__}: {exc}")
+        reporter.log(f"failed: {message} (details in the worker log)")
+        return _job_finish_failed(job=job, error=message)
 
     metrics = dict(metrics)
     if measured_peak:

@@ -22,6 +22,7 @@ from webapp.registry.selectors import (
 from webapp.registry.services import (
     artifact_delete,
     artifact_download_name,
+    artifact_import,
     artifact_open,
     dataset_delete,
     dataset_register_from_path,
@@ -386,10 +387,12 @@ class _ArtifactOutput(serializers.Serializer):
     pair_id = serializers.IntegerField(allow_null=True)
     pair_name = serializers.CharField(source="pair.name", allow_null=True, default=None)
     job_id = serializers.IntegerField(allow_null=True)
+    source = serializers.CharField()
     codec_id = serializers.CharField()
     codec_config = serializers.DictField()
     label = serializers.CharField(help_text="e.g. 'fmdelta (chunk_elements=262144) artifact #3 of pair demo'")
     content_sha256 = serializers.CharField()
+    sha256 = serializers.CharField(help_text="sha256 of the whole file, checked before every restore")
     original_bytes = serializers.IntegerField()
     compressed_bytes = serializers.IntegerField()
     ratio = serializers.FloatField()
@@ -461,3 +464,29 @@ class ArtifactDeleteApi(Api):
 
 class ArtifactItemApi(ArtifactDetailApi, ArtifactDeleteApi):
     """``GET`` shows (ArtifactDetailApi), ``DELETE`` deletes (ArtifactDeleteApi)."""
+
+
+class ArtifactImportApi(Api):
+    """Import an artifact made with the CLI (``modelcodecs compress``) as an artifact of a pair (multipart field
+    ``file``). It is decoded against the pair's base and checked against the fine-tuned model's recorded hashes
+    before it is accepted; a file that fails answers 400 and nothing is stored."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        pair = serializers.IntegerField(help_text="Id of the pair the artifact was made from.")
+        file = serializers.FileField()
+
+    class OutputSerializer(_ArtifactOutput):
+        pass
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        artifact = artifact_import(team=team, user=request.user, pair=pair_get(id=data["pair"], team=team),
+                                   file=data["file"])
+        return Response(self.OutputSerializer(artifact).data, status=status.HTTP_201_CREATED)

@@ -85,7 +85,13 @@ class Dataset(models.Model):
 
 
 class Artifact(models.Model):
-    """A compressed fine-tune (one ``.dvz`` file in the ``artifacts`` storage), made by a compress job."""
+    """A compressed fine-tune (one ``.dvz`` file in the ``artifacts`` storage), made by a compress job or
+    imported (``source``)."""
+
+    class Source(models.TextChoices):
+        JOB = "job", "Compress job"
+        IMPORT = "import", "Imported"
+
 
     class Verification(models.TextChoices):
         UNVERIFIED = "unverified", "Unverified"
@@ -96,12 +102,15 @@ class Artifact(models.Model):
     pair = models.ForeignKey(Pair, null=True, blank=True, on_delete=models.PROTECT, related_name="artifacts")
     job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="output_artifact")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.JOB)
     codec_id = models.CharField(max_length=64)
     codec_config = models.JSONField(default=dict, blank=True)
     storage_name = models.CharField(max_length=512, unique=True)
     content_sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True,
                                       help_text="sha256 of the artifact file; equal files of one pair and codec "
                                                 "config are the same artifact.")
+    # sha256 of the whole artifact file, recorded when it was stored: every restore checks the file against it first
+    sha256 = models.CharField(max_length=64, blank=True, default="")
     original_bytes = models.BigIntegerField(default=0)
     compressed_bytes = models.BigIntegerField(default=0)
     ratio = models.FloatField(default=0.0)

@@ -4,10 +4,12 @@ anything else, so another team's ids look like ids that do not exist."""
 from __future__ import annotations
 
 import django_filters
+import modelcodecs
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
+from webapp.core.exceptions import ApplicationError
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
 from webapp.teams.models import Team
 
@@ -159,3 +161,30 @@ def artifact_find_identical(*, pair: Pair, codec_config: dict, content_sha256: s
         if (artifact.codec_config or {"id": artifact.codec_id}) == codec_config:
             return artifact
     return None
+
+
+def artifact_codec_class(artifact: Artifact) -> type[modelcodecs.Codec] | None:
+    try:
+        return modelcodecs.get_codec_class(artifact.codec_id)
+    except modelcodecs.ModelCodecError:
+        return None
+
+
+def artifact_expected_files(artifact: Artifact) -> dict[str, str] | None:
+    """File name -> sha256 the registry recorded for what ``artifact`` must restore (its pair's fine-tuned model),
+    or None when nothing can be compared (a lossy codec, no pair, no hashes recorded)."""
+    codec_cls = artifact_codec_class(artifact)
+    if (codec_cls is not None and not codec_cls.lossless) or artifact.pair is None:
+        return None
+    recorded = {f["name"]: f.get("sha256") for f in artifact.pair.finetuned.files or [] if f.get("name")}
+    return recorded if recorded and all(recorded.values()) else None
+
+
+def artifact_base_dir(artifact: Artifact) -> str | None:
+    """The base model folder the artifact's codec needs, or None when it needs none."""
+    codec_cls = artifact_codec_class(artifact)
+    if codec_cls is None or not codec_cls.needs_base:
+        return None
+    if artifact.pair is None:
+        raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
+    return artifact.pair.base.path

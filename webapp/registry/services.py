@@ -3,7 +3,6 @@ upload), create pairs, and open artifacts for download."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -17,13 +16,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import get_valid_filename, slugify
 
 from webapp.core.exceptions import ApplicationError
-from webapp.core.paths import path_resolve_in_roots
+from webapp.core.paths import path_resolve_in_roots, team_roots
+from webapp.core.redact import redact_paths
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
-from webapp.registry.selectors import model_delete_impact, pair_delete_impact
-from webapp.registry.storage import artifact_storage
+from webapp.registry.selectors import (artifact_base_dir, artifact_codec_class, model_delete_impact,
+                                       pair_delete_impact)
+from webapp.registry.storage import artifact_storage, artifact_store, file_sha256
 from webapp.teams.models import Team
 from webapp.teams.services import team_require_admin, team_require_write
 
@@ -53,13 +55,27 @@ def _unique_name(*, model, team: Team, name: str) -> None:
                                extra={"name": name})
 
 
+def _has_nul(value) -> bool:
+    """Whether a JSON-like value holds a NUL character anywhere (PostgreSQL text and jsonb cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _read_model_info(path: Path) -> dict:
     try:
-        return modelcodecs.read_model_info(path)
+        info = modelcodecs.read_model_info(path)
     except modelcodecs.ModelCodecError as exc:
-        raise ApplicationError(f"Not a model folder we can read: {exc}", extra={"path": str(path)}) from exc
+        raise ApplicationError(f"Not a model folder we can read: {exc}") from exc
     except OSError as exc:
-        raise ApplicationError(f"Could not read the model folder: {exc}", extra={"path": str(path)}) from exc
+        raise ApplicationError(f"Could not read the model folder: {exc.strerror or type(exc).__name__}.") from exc
+    if _has_nul(info):
+        raise ApplicationError("Not a model folder we can read: its config or tensor names hold NUL characters.")
+    return info
 
 
 def _files_with_mtimes(path: Path, files: list[dict]) -> list[dict]:
@@ -113,7 +129,7 @@ def model_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, p
     team_require_write(user=user, team=team)
     name = _require_name(name)
     _unique_name(model=ModelEntry, team=team, name=name)
-    resolved = path_resolve_in_roots(path, kind="dir")
+    resolved = path_resolve_in_roots(path, roots=team_roots(team), kind="dir")
     info = _read_model_info(resolved)
     return _model_entry_build(team=team, user=user, name=name, path=resolved, source=ModelEntry.Source.PATH,
                               info=info)
@@ -214,6 +230,10 @@ def pair_create(*, team: Team, user: AbstractBaseUser, name: str, base: ModelEnt
         report = modelcodecs.compare_models(base.path, finetuned.path)
     except modelcodecs.ModelCodecError as exc:
         raise ApplicationError(f"Could not compare the models: {exc}") from exc
+    except OSError as exc:
+        raise ApplicationError(f"Could not read the models: {exc.strerror or type(exc).__name__}.") from exc
+    if _has_nul(report):
+        raise ApplicationError("Could not compare the models: tensor names hold NUL characters.")
     if not report.get("compatible"):
         problems = []
         for key in ("missing_in_base", "missing_in_finetuned", "shape_mismatch", "dtype_mismatch"):
@@ -228,16 +248,6 @@ def pair_create(*, team: Team, user: AbstractBaseUser, name: str, base: ModelEnt
     pair.full_clean()
     pair.save()
     return pair
-
-
-def _file_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 def _check_text(path: Path) -> None:
@@ -257,9 +267,12 @@ def dataset_register_from_path(*, team: Team, user: AbstractBaseUser, name: str,
     team_require_write(user=user, team=team)
     name = _require_name(name)
     _unique_name(model=Dataset, team=team, name=name)
-    resolved = path_resolve_in_roots(path, kind="file")
-    _check_text(resolved)
-    size, sha = _file_sha256(resolved)
+    resolved = path_resolve_in_roots(path, roots=team_roots(team), kind="file")
+    try:
+        _check_text(resolved)
+        size, sha = file_sha256(resolved)
+    except OSError as exc:
+        raise ApplicationError(f"Could not read the file: {exc.strerror or type(exc).__name__}.") from exc
     dataset = Dataset(team=team, name=name, path=str(resolved), source=Dataset.Source.PATH, size_bytes=size,
                       sha256=sha, created_by=user)
     dataset.full_clean()
@@ -284,7 +297,7 @@ def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: Uploa
     try:
         _write_upload(file, target)
         _check_text(target)
-        size, sha = _file_sha256(target)
+        size, sha = file_sha256(target)
         with transaction.atomic():
             dataset = Dataset(team=team, name=name, path=str(target), source=Dataset.Source.UPLOAD,
                               size_bytes=size, sha256=sha, created_by=user)
@@ -440,3 +453,63 @@ def artifact_storage_sweep(*, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
 
     walk("")
     return removed
+
+
+def artifact_import(*, team: Team, user: AbstractBaseUser, pair: Pair, file: UploadedFile) -> Artifact:
+    """Accept an artifact made elsewhere (``modelcodecs compress``) as one of ``pair``'s artifacts, after checking
+    it in full: it is decoded against the pair's base, every hash inside it is checked, and the decoded files must
+    match the hashes the registry recorded for the pair's fine-tuned model (lossless codecs; a lossy artifact's
+    non-tensor files). Nothing is stored unless every check passes."""
+    team_require_write(user=user, team=team)
+    if pair.team_id != team.pk:
+        raise ApplicationError("The pair belongs to another team.")
+    if int(file.size or 0) > settings.DELTAVAULT_MAX_UPLOAD_BYTES:
+        raise ApplicationError(f"The file is larger than {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
+    staging = Path(settings.DELTAVAULT_TMP_DIR) / "imports"
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = staging / f"import-{uuid.uuid4().hex}.dvz"
+    try:
+        _write_upload(file, staged)
+        try:
+            info = modelcodecs.inspect_artifact(staged)
+        except modelcodecs.ModelCodecError as exc:
+            raise ApplicationError("Not a DeltaVault artifact we can read (corrupted, truncated or another "
+                                   "format).") from exc
+        artifact = Artifact(team=team, pair=pair, source=Artifact.Source.IMPORT, codec_id=info["codec"],
+                            codec_config=info["codec_config"], original_bytes=info["original_bytes"],
+                            compressed_bytes=info["compressed_bytes"], ratio=info["ratio"])
+        codec_cls = artifact_codec_class(artifact)
+        if codec_cls is None:
+            raise ApplicationError(f"The artifact was made with the codec {info['codec']!r}, which this server "
+                                   "does not have.")
+        # Every file must be there; a lossy codec's tensor files are not compared (verify_artifact knows which).
+        expected = {f["name"]: f.get("sha256") for f in pair.finetuned.files or [] if f.get("name")}
+        if not expected or not all(expected.values()):
+            raise ApplicationError("The pair's fine-tuned model has no recorded file hashes to check against.")
+        try:
+            report = modelcodecs.verify_artifact(staged, base_dir=artifact_base_dir(artifact),
+                                                 expected_files=expected, threads=settings.DELTAVAULT_JOB_THREADS)
+        except modelcodecs.ModelCodecError as exc:
+            raise ApplicationError(f"The artifact does not decode against the pair's base: "
+                                   f"{redact_paths(str(exc))}") from exc
+        if not report.ok:
+            raise ApplicationError(f"The artifact does not restore the pair's fine-tuned model: "
+                                   f"{redact_paths(report.message)}", extra={"files": report.files})
+        artifact.sha256 = file_sha256(staged)[1]
+        if codec_cls.lossless:
+            artifact.verification = Artifact.Verification.VERIFIED
+            artifact.verified_at = timezone.now()
+        artifact.metrics = {"imported_by": user.get_username(), "verify_seconds": report.seconds}
+        artifact.storage_name = f"{team.slug}/import-{uuid.uuid4().hex[:12]}-{artifact.codec_id}.dvz"
+        artifact.full_clean()
+        stored = artifact_store(local=staged, name=artifact.storage_name)
+        try:
+            with transaction.atomic():
+                artifact.storage_name = stored
+                artifact.save()
+        except BaseException:
+            artifact_storage().delete(stored)
+            raise
+    finally:
+        staged.unlink(missing_ok=True)
+    return artifact

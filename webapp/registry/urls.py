@@ -2,6 +2,7 @@ from django.urls import path
 
 from webapp.registry.apis import (
     ArtifactDownloadApi,
+    ArtifactImportApi,
     ArtifactItemApi,
     ArtifactListApi,
     DatasetCollectionApi,
@@ -27,6 +28,7 @@ urlpatterns = [
     path("datasets/upload/", DatasetUploadApi.as_view(), name="dataset-upload"),
     path("datasets/<int:id>/", DatasetItemApi.as_view(), name="dataset-detail"),
     path("artifacts/", ArtifactListApi.as_view(), name="artifact-list"),
+    path("artifacts/import/", ArtifactImportApi.as_view(), name="artifact-import"),
     path("artifacts/<int:id>/", ArtifactItemApi.as_view(), name="artifact-detail"),
     path("artifacts/<int:id>/download/", ArtifactDownloadApi.as_view(), name="artifact-download"),
     path("codecs/", CodecListApi.as_view(), name="codec-list"),

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from webapp.teams.models import Membership, Team
+from webapp.teams.models import Invitation, Membership, Team
 
 
 class MembershipInline(admin.TabularInline):
@@ -13,3 +13,10 @@ class TeamAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["username", "team", "role", "status", "invited_by", "created_at"]
+    list_filter = ["status", "role"]
+    search_fields = ["username", "team__slug"]

@@ -1,13 +1,30 @@
-from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from webapp.core.apis import Api
-from webapp.core.exceptions import ApplicationError
 from webapp.teams.models import Membership
-from webapp.teams.selectors import membership_list, membership_role, team_get_for_user, team_list_for_user
-from webapp.teams.services import membership_add_by_username, membership_remove, team_create
+from webapp.teams.selectors import (
+    invitation_get_for_team,
+    invitation_get_for_user,
+    invitation_list_for_team,
+    invitation_list_for_user,
+    member_get,
+    membership_list,
+    membership_role,
+    team_get_for_user,
+    team_list_for_user,
+)
+from webapp.teams.services import (
+    invitation_accept,
+    invitation_cancel,
+    invitation_create,
+    invitation_decline,
+    membership_remove,
+    membership_role_set,
+    team_create,
+    team_require_admin,
+)
 
 
 class _TeamOutput(serializers.Serializer):
@@ -74,23 +91,23 @@ class TeamDetailApi(Api):
         return Response(self.OutputSerializer(team, context={"request": request}).data)
 
 
-class TeamMemberAddApi(Api):
-    """Add a user to the team, or change their role (team admins only)."""
+class TeamMemberUpdateApi(Api):
+    """Change a member's role (team admins only). New members join by accepting an invitation."""
 
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField()
-        role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+        role = serializers.ChoiceField(choices=Membership.Role.choices)
 
     class OutputSerializer(_MemberOutput):
         pass
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
-    def post(self, request, slug: str):
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def patch(self, request, slug: str, username: str):
         team = team_get_for_user(user=request.user, slug=slug)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        membership = membership_add_by_username(team=team, by=request.user, **serializer.validated_data)
-        return Response(self.OutputSerializer(membership).data, status=status.HTTP_201_CREATED)
+        membership = membership_role_set(membership=member_get(team=team, username=username), by=request.user,
+                                         **serializer.validated_data)
+        return Response(self.OutputSerializer(membership).data)
 
 
 class TeamMemberRemoveApi(Api):
@@ -99,8 +116,103 @@ class TeamMemberRemoveApi(Api):
     @extend_schema(request=None, responses={204: None})
     def delete(self, request, slug: str, username: str):
         team = team_get_for_user(user=request.user, slug=slug)
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise ApplicationError(f"No user named {username!r}.")
-        membership_remove(team=team, user=user, by=request.user)
+        membership = member_get(team=team, username=username)
+        membership_remove(team=team, user=membership.user, by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TeamMemberApi(TeamMemberUpdateApi, TeamMemberRemoveApi):
+    """``PATCH`` changes the role (TeamMemberUpdateApi), ``DELETE`` removes (TeamMemberRemoveApi)."""
+
+
+# ---- invitations ---------------------------------------------------------------------------------------------
+class _InvitationOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    team_name = serializers.CharField(source="team.name")
+    username = serializers.CharField()
+    role = serializers.CharField()
+    status = serializers.CharField()
+    invited_by = serializers.CharField(source="invited_by.username", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+
+
+class TeamInvitationListApi(Api):
+    """The team's pending invitations (team admins)."""
+
+    class OutputSerializer(_InvitationOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer(many=True)})
+    def get(self, request, slug: str):
+        team = team_get_for_user(user=request.user, slug=slug)
+        team_require_admin(user=request.user, team=team)
+        return Response(self.OutputSerializer(invitation_list_for_team(team=team), many=True).data)
+
+
+class TeamInvitationCreateApi(Api):
+    """Invite a username to the team (team admins). The user joins only by accepting; the answer is the same
+    whether or not an account with that name exists."""
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+
+    class OutputSerializer(_InvitationOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request, slug: str):
+        team = team_get_for_user(user=request.user, slug=slug)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        invitation = invitation_create(team=team, by=request.user, **serializer.validated_data)
+        return Response(self.OutputSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+
+class TeamInvitationCollectionApi(TeamInvitationListApi, TeamInvitationCreateApi):
+    """``GET`` lists (TeamInvitationListApi), ``POST`` invites (TeamInvitationCreateApi)."""
+
+
+class TeamInvitationCancelApi(Api):
+    """Withdraw a pending invitation (team admins)."""
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, slug: str, id: int):
+        team = team_get_for_user(user=request.user, slug=slug)
+        team_require_admin(user=request.user, team=team)
+        invitation_cancel(invitation=invitation_get_for_team(team=team, id=id), by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationListApi(Api):
+    """Your pending invitations."""
+
+    class OutputSerializer(_InvitationOutput):
+        pass
+
+    @extend_schema(responses={200: OutputSerializer(many=True)})
+    def get(self, request):
+        return Response(self.OutputSerializer(invitation_list_for_user(user=request.user), many=True).data)
+
+
+class InvitationAcceptApi(Api):
+    """Accept an invitation: you join the team with the role offered. Your current team does not change."""
+
+    class OutputSerializer(_TeamOutput):
+        pass
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request, id: int):
+        membership = invitation_accept(invitation=invitation_get_for_user(user=request.user, id=id),
+                                       user=request.user)
+        return Response(self.OutputSerializer(membership.team, context={"request": request}).data)
+
+
+class InvitationDeclineApi(Api):
+    """Decline an invitation."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request, id: int):
+        invitation_decline(invitation=invitation_get_for_user(user=request.user, id=id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
-from tests.factories import artifact_create, dataset_create, job_create, pair_create
+from tests.factories import artifact_create, dataset_create, job_create, pair_create, tiny_model_write
 from webapp.jobs.models import Job
 from webapp.registry.models import Dataset, ModelEntry, Pair
 
@@ -55,7 +55,8 @@ def _upload(name="model.safetensors", content=b"x"):
 def _acme_requests(t):
     return [
         ("get", "/teams/acme/", None),
-        ("post", "/teams/acme/members/", {"username": "bob", "role": "member"}),
+        ("post", "/teams/acme/invitations/", {"username": "bob", "role": "member"}),
+        ("patch", "/teams/acme/members/mallory/", {"role": "viewer"}),
         ("delete", "/teams/acme/members/alice/", None),
         ("get", f"/models/{t['model'].pk}/", None),
         ("get", "/models/?team=acme", None),
@@ -73,6 +74,7 @@ def _acme_requests(t):
         ("post", "/datasets/upload/", {"team": "acme", "name": "x", "file": _upload("a.txt")}),
         ("get", f"/artifacts/{t['artifact'].pk}/", None),
         ("get", f"/artifacts/{t['artifact'].pk}/download/", None),
+        ("post", "/artifacts/import/", {"team": "acme", "pair": t["pair"].pk, "file": _upload("a.dvz")}),
         ("get", "/artifacts/?team=acme", None),
         ("get", f"/jobs/{t['job'].pk}/", None),
         ("get", "/jobs/?team=acme", None),
@@ -161,8 +163,10 @@ class ViewerTests:
                 assert _send(client, method, url, body).status_code == 200, url
 
     def test_members_cannot_manage_members(self, world, as_user):
-        response = as_user(world["mallory"]).post(API + "/teams/acme/members/", {"username": "bob"})
-        assert response.status_code == 403
+        client = as_user(world["mallory"])
+        assert client.post(API + "/teams/acme/invitations/", {"username": "bob"}).status_code == 403
+        assert client.get(API + "/teams/acme/invitations/").status_code == 403
+        assert client.patch(API + "/teams/acme/members/victor/", {"role": "admin"}).status_code == 403
 
 
 class TeamApiTests:
@@ -172,13 +176,15 @@ class TeamApiTests:
         assert created.status_code == 201 and created.json()["slug"] == "new-lab"
         assert created.json()["role"] == "admin"
         assert sorted(t["slug"] for t in client.get(API + "/teams/").json()) == ["acme", "new-lab"]
-        added = client.post(API + "/teams/new-lab/members/", {"username": "bob", "role": "viewer"})
-        assert added.status_code == 201 and added.json() == {**added.json(), "username": "bob", "role": "viewer"}
+        invited = client.post(API + "/teams/new-lab/invitations/", {"username": "bob", "role": "viewer"})
+        assert invited.status_code == 201 and invited.json()["status"] == "pending"
+        assert as_user(world["bob"]).post(API + f"/invitations/{invited.json()['id']}/accept/").status_code == 200
+        client = as_user(world["alice"])
         detail = client.get(API + "/teams/new-lab/").json()
         assert {m["username"]: m["role"] for m in detail["members"]} == {"alice": "admin", "bob": "viewer"}
+        assert client.patch(API + "/teams/new-lab/members/bob/", {"role": "member"}).json()["role"] == "member"
         assert client.delete(API + "/teams/new-lab/members/bob/").status_code == 204
         assert client.post(API + "/teams/", {"name": "New Lab"}).status_code == 400
-        assert client.post(API + "/teams/new-lab/members/", {"username": "ghost"}).status_code == 400
 
 
 class ModelApiTests:
@@ -193,16 +199,17 @@ class ModelApiTests:
         page = client.get(API + "/models/?limit=1").json()
         assert page["count"] == 1 and page["results"][0]["id"] == body["id"]
 
-    def test_team_is_optional_for_a_user_in_one_team(self, world, as_user, tiny_pair_dirs):
+    def test_team_is_optional_for_a_user_in_one_team(self, world, as_user, dv_dirs):
+        tiny_model_write(dv_dirs["root"] / "other" / "tiny-base")
         response = as_user(world["bob"]).post(API + "/models/", {"name": "b", "path": "tiny-base"})
         assert response.status_code == 201 and response.json()["team"] == "other"
 
     @pytest.mark.parametrize("path", ["/etc", "../x", "tiny-base/../../x", "escape"])
     def test_paths_outside_the_roots_are_refused(self, world, as_user, tiny_pair_dirs, dv_dirs, path):
-        os.symlink("/etc", dv_dirs["root"] / "escape")
+        os.symlink("/etc", dv_dirs["acme"] / "escape")
         response = as_user(world["alice"]).post(API + "/models/", {"team": "acme", "name": "m", "path": path})
         assert response.status_code == 400
-        assert "outside" in response.json()["message"] or "'..'" in response.json()["message"]
+        assert "not inside your team's folders" in response.json()["message"] or "'..'" in response.json()["message"]
         assert not ModelEntry.objects.exists()
 
     def test_upload(self, world, as_user, tiny_pair_dirs):
@@ -244,7 +251,7 @@ class PairDatasetApiTests:
 
     def test_dataset_register_upload_list(self, world, as_user, dv_dirs):
         client = as_user(world["alice"])
-        (dv_dirs["root"] / "wiki.txt").write_text("some text\n")
+        (dv_dirs["acme"] / "wiki.txt").write_text("some text\n")
         made = client.post(API + "/datasets/", {"name": "wiki", "path": "wiki.txt"})
         assert made.status_code == 201 and made.json()["size_bytes"] == 10
         up = client.post(API + "/datasets/upload/", {"name": "up", "file": SimpleUploadedFile("u.txt", b"abc")},

@@ -130,7 +130,7 @@ async def test_unknown_paths_are_not_found_not_a_server_error(application, world
 async def test_removing_a_member_closes_her_open_sockets(application, world):
     from webapp.teams.services import membership_add, membership_remove
 
-    await sync_to_async(membership_add)(team=world["acme"], user=world["bob"], by=world["alice"])
+    await sync_to_async(membership_add)(team=world["acme"], user=world["bob"])
     bob = f"?token={world['bob_token']}"
     team_socket, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/{bob}")
     assert connected and (await team_socket.receive_json_from())["type"] == "jobs.state"

@@ -14,7 +14,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
 from webapp.core.exceptions import ApplicationError
-from webapp.dashboard.selectors import SESSION_TEAM_KEY
+from webapp.teams.selectors import team_current_for_user
 from webapp.jobs.models import Job
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
 from webapp.teams.services import membership_add, team_create
@@ -154,7 +154,7 @@ def test_team_switch_keeps_the_choice_and_refuses_other_teams(client_alice, alic
     second = team_create(name="Second", owner=alice["user"])
     response = client_alice.post(reverse("dashboard:team_switch"), {"team": second.slug, "next": "/models/"})
     assert response.status_code == 302 and response["Location"] == "/models/"
-    assert client_alice.session[SESSION_TEAM_KEY] == second.slug
+    assert team_current_for_user(user=alice["user"]) == second
     assert "alice-base" not in client_alice.get("/models/").content.decode()   # the new team has no models
     assert client_alice.post(reverse("dashboard:team_switch"), {"team": bob["team"].slug}).status_code == 404
     # Leaving an object page for another team goes to the home page, not to an object of the old team.
@@ -170,7 +170,7 @@ def test_user_without_team_is_asked_to_create_one(client):
     response = client.post(reverse("dashboard:team_new"), {"name": "Solo Lab"})
     assert response.status_code == 302
     assert client.get(reverse("dashboard:pair_list")).status_code == 200
-    assert client.session[SESSION_TEAM_KEY] == "solo-lab"
+    assert team_current_for_user(user=user).slug == "solo-lab"
 
 
 def test_model_register_from_path_calls_the_service(client_alice, alice):

@@ -22,15 +22,6 @@ def _codec_id() -> str:
     return "fmdelta" if "fmdelta" in ids else "zstd"
 
 
-@pytest.fixture
-def pair(world, tiny_pair_dirs):
-    base_dir, ft_dir = tiny_pair_dirs
-    team, user = world["acme"], world["alice"]
-    base = model_register_from_path(team=team, user=user, name="base", path=str(base_dir))
-    ft = model_register_from_path(team=team, user=user, name="ft", path=str(ft_dir))
-    return pair_create(team=team, user=user, name="tiny", base=base, finetuned=ft)
-
-
 def _compress_job(world, pair, codec=None, **fields) -> Job:
     config = modelcodecs.get_codec(codec or _codec_id()).get_config()
     return Job.objects.create(team=world["acme"], created_by=world["alice"], kind="compress", pair=pair,
@@ -124,13 +115,15 @@ class JobRunCompressTests:
         assert not Artifact.objects.exists()
         assert _all_files(dv_dirs["artifacts"]) == []
 
-    def test_unexpected_error_records_class_message_and_traceback(self, world, pair, dv_dirs):
+    def test_unexpected_error_records_class_and_message_but_not_the_traceback(self, world, pair, dv_dirs, caplog):
         job = _compress_job(world, pair)
         with mock.patch.object(modelcodecs, "compress_model", side_effect=KeyError("boom")):
             job = job_run(job=job)
         assert job.status == Job.Status.FAILED
         assert job.error == "KeyError: 'boom'"
-        assert "Traceback" in job.log_tail
+        # the traceback (server paths, code) goes to the worker's log only
+        assert "Traceback" not in job.log_tail and "details in the worker log" in job.log_tail
+        assert any(r.exc_info for r in caplog.records if "failed" in r.getMessage())
         assert not Artifact.objects.exists() and _all_files(dv_dirs["artifacts"]) == []
 
     def test_a_finished_job_is_not_run_again(self, world, pair):
@@ -269,7 +262,7 @@ class JobRunRemoteStorageTests:
 
 class JobRunEvaluateTests:
     def _dataset(self, world, dv_dirs):
-        text = dv_dirs["root"] / "eval.txt"
+        text = dv_dirs["acme"] / "eval.txt"
         text.write_text("the quick brown fox jumps over the lazy dog\n" * 20)
         return dataset_create(team=world["acme"], path=text)
 
@@ -309,7 +302,7 @@ class JobRunRealModelTests:
         perplexity equals the fine-tuned model's (lossless codec) and is recorded on the artifact."""
         from modelcodecs.synthetic import make_tiny_transformer_pair
 
-        tiny = make_tiny_transformer_pair(dv_dirs["root"] / "llm", steps=2, base_steps=2, n_layer=1, d_model=32,
+        tiny = make_tiny_transformer_pair(dv_dirs["acme"] / "llm", steps=2, base_steps=2, n_layer=1, d_model=32,
                                           vocab_size=300, seq_len=32, batch_size=2)
         team, user = world["acme"], world["alice"]
         base = model_register_from_path(team=team, user=user, name="base", path=str(tiny.base))

@@ -48,6 +48,14 @@ class JobSubmitTests:
             ({"kind": "compress", "codec_config": {"id": "zstd"}, "queue": "tpu"}, "Unknown queue"),
             ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"threads": 0}}, "threads"),
             ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"color": "red"}}, "Unknown job option"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": 0}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": "lots"}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": -5}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": 1.5}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": True}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": 10**30}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": {"max_tokens": [1]}}, "max_tokens"),
+            ({"kind": "compress", "codec_config": {"id": "zstd"}, "options": ["threads"]}, "options must be"),
         ],
     )
     def test_invalid_input_creates_no_row(self, world, task, kwargs, message):

@@ -41,16 +41,16 @@ class ModelRegisterFromPathTests:
         assert entry.path == str(tiny_pair_dirs[0].resolve())
 
     @pytest.mark.parametrize("make_path, message", [
-        (lambda root, tmp: str(tmp / "outside"), "outside"),
+        (lambda root, tmp: str(tmp / "outside"), "not inside your team's folders"),
         (lambda root, tmp: str(root / ".." / "outside"), "'..'"),
         (lambda root, tmp: "../outside", "'..'"),
-        (lambda root, tmp: str(root / "escape-link"), "outside"),
+        (lambda root, tmp: str(root / "escape-link"), "not inside your team's folders"),
         (lambda root, tmp: str(root / "nope"), "does not exist"),
         (lambda root, tmp: str(root / "file.txt"), "not a folder"),
         (lambda root, tmp: "", "required"),
     ])
     def test_bad_paths_are_refused(self, world, dv_dirs, make_path, message):
-        root, tmp = dv_dirs["root"], dv_dirs["home"]
+        root, tmp = dv_dirs["acme"], dv_dirs["home"]
         tiny_model_write(tmp / "outside")
         os.symlink(tmp / "outside", root / "escape-link")
         (root / "file.txt").write_text("x")
@@ -60,16 +60,16 @@ class ModelRegisterFromPathTests:
         assert not ModelEntry.objects.exists()
 
     def test_a_symlink_that_stays_inside_the_roots_is_fine(self, world, tiny_pair_dirs, dv_dirs):
-        os.symlink(tiny_pair_dirs[0], dv_dirs["root"] / "alias")
+        os.symlink(tiny_pair_dirs[0], dv_dirs["acme"] / "alias")
         entry = model_register_from_path(team=world["acme"], user=world["alice"], name="m",
-                                         path=str(dv_dirs["root"] / "alias"))
+                                         path=str(dv_dirs["acme"] / "alias"))
         assert entry.path == str(tiny_pair_dirs[0].resolve())
 
     def test_a_folder_without_a_model_is_refused_clearly(self, world, dv_dirs):
-        (dv_dirs["root"] / "empty").mkdir()
+        (dv_dirs["acme"] / "empty").mkdir()
         with pytest.raises(ApplicationError, match="Not a model folder"):
             model_register_from_path(team=world["acme"], user=world["alice"], name="m",
-                                     path=str(dv_dirs["root"] / "empty"))
+                                     path=str(dv_dirs["acme"] / "empty"))
         assert not ModelEntry.objects.exists()
 
     def test_duplicate_names_and_viewers_are_refused(self, world, tiny_pair_dirs):
@@ -138,8 +138,8 @@ class PairCreateTests:
 
     def test_incompatible_models_are_refused_with_the_report(self, world, dv_dirs):
         team, user = world["acme"], world["alice"]
-        tiny_model_write(dv_dirs["root"] / "a", seed=1)
-        tiny_model_write(dv_dirs["root"] / "b", seed=2, shapes={"other.weight": ((8, 8), "float32")})
+        tiny_model_write(dv_dirs["acme"] / "a", seed=1)
+        tiny_model_write(dv_dirs["acme"] / "b", seed=2, shapes={"other.weight": ((8, 8), "float32")})
         a = model_register_from_path(team=team, user=user, name="a", path="a")
         b = model_register_from_path(team=team, user=user, name="b", path="b")
         with pytest.raises(ApplicationError, match="not a fine-tune") as info:
@@ -159,14 +159,14 @@ class PairCreateTests:
 
 class DatasetTests:
     def test_register_a_text_file_from_a_path(self, world, dv_dirs):
-        text = dv_dirs["root"] / "wiki.txt"
+        text = dv_dirs["acme"] / "wiki.txt"
         text.write_text("hello world\n" * 10)
         dataset = dataset_register_from_path(team=world["acme"], user=world["alice"], name="wiki",
                                              path="wiki.txt")
         assert dataset.size_bytes == 120 and dataset.sha256 == sha256_of(text)
 
     def test_binary_files_are_refused(self, world, dv_dirs):
-        (dv_dirs["root"] / "blob.txt").write_bytes(b"\x00\x01\x02")
+        (dv_dirs["acme"] / "blob.txt").write_bytes(b"\x00\x01\x02")
         with pytest.raises(ApplicationError, match="not a text file"):
             dataset_register_from_path(team=world["acme"], user=world["alice"], name="b", path="blob.txt")
         assert not Dataset.objects.exists()

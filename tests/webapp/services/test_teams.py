@@ -5,7 +5,7 @@ from tests.factories import user_create
 from webapp.core.exceptions import ApplicationError
 from webapp.teams.models import Membership, Team
 from webapp.teams.selectors import membership_role, team_get_for_user, team_list_for_user, team_resolve_for_user
-from webapp.teams.services import membership_add, membership_remove, team_create
+from webapp.teams.services import membership_add, membership_remove, membership_role_set, team_choose, team_create
 
 pytestmark = pytest.mark.django_db
 
@@ -28,25 +28,24 @@ class TeamCreateTests:
 
 
 class MembershipTests:
-    def test_admin_adds_and_changes_roles(self, world):
-        carol = user_create(username="carol")
-        membership_add(team=world["acme"], user=carol, role="viewer", by=world["alice"])
-        assert membership_role(user=carol, team=world["acme"]) == "viewer"
-        membership_add(team=world["acme"], user=carol, role="member", by=world["alice"])
-        assert membership_role(user=carol, team=world["acme"]) == "member"
+    def test_admin_changes_roles(self, world):
+        membership = membership_role_set(membership=Membership.objects.get(user=world["victor"]), role="member",
+                                         by=world["alice"])
+        assert membership.role == "member" and membership_role(user=world["victor"], team=world["acme"]) == "member"
 
     def test_only_admins_manage_members(self, world):
-        carol = user_create(username="carol")
+        victor = Membership.objects.get(user=world["victor"])
         for user in (world["mallory"], world["victor"], world["bob"]):
             with pytest.raises(PermissionDenied):
-                membership_add(team=world["acme"], user=carol, by=user)
-        assert membership_role(user=carol, team=world["acme"]) is None
+                membership_role_set(membership=victor, role="admin", by=user)
+        assert membership_role(user=world["victor"], team=world["acme"]) == "viewer"
 
     def test_the_last_admin_stays(self, world):
         with pytest.raises(ApplicationError, match="at least one admin"):
             membership_remove(team=world["acme"], user=world["alice"], by=world["alice"])
         with pytest.raises(ApplicationError, match="at least one admin"):
-            membership_add(team=world["acme"], user=world["alice"], role="member", by=world["alice"])
+            membership_role_set(membership=Membership.objects.get(user=world["alice"]), role="member",
+                                by=world["alice"])
         membership_remove(team=world["acme"], user=world["victor"], by=world["alice"])
         assert membership_role(user=world["victor"], team=world["acme"]) is None
 
@@ -62,10 +61,13 @@ class TeamSelectorTests:
             team_get_for_user(user=world["alice"], slug="other")
         assert info.type.__name__ == "Http404"
 
-    def test_resolve_uses_the_only_team_or_asks(self, world):
+    def test_resolve_uses_the_current_team_when_none_is_named(self, world):
         assert team_resolve_for_user(user=world["bob"], slug=None) == world["other"]
         membership_add(team=world["other"], user=world["alice"], role="viewer")
-        with pytest.raises(ApplicationError, match="several teams"):
-            team_resolve_for_user(user=world["alice"], slug=None)
+        # in several teams: the current one (the one joined first until another is chosen)
+        assert team_resolve_for_user(user=world["alice"], slug=None) == world["acme"]
+        team_choose(user=world["alice"], team=world["other"])
+        assert team_resolve_for_user(user=world["alice"], slug=None) == world["other"]
+        assert team_resolve_for_user(user=world["alice"], slug="acme") == world["acme"]
         with pytest.raises(ApplicationError, match="not a member"):
             team_resolve_for_user(user=user_create(), slug=None)

@@ -82,3 +82,23 @@ class DatabaseTests:
         url = os.environ.get("DATABASE_URL", "")
         expected = "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
         assert connection.vendor == expected
+
+
+class OneCommandRunSettingsTests:
+    """``scripts/run`` serves with webapp.settings.local: no debug pages, static files from collectstatic."""
+
+    def test_debug_is_off_unless_asked_for(self, tmp_path):
+        s = _load("webapp.settings.local", "DEBUG", "STORAGES", DELTAVAULT_HOME=str(tmp_path))
+        assert s["DEBUG"] is False
+        assert s["STORAGES"]["staticfiles"]["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        assert _load("webapp.settings.local", "DEBUG", DELTAVAULT_HOME=str(tmp_path), DJANGO_DEBUG="1")["DEBUG"]
+
+    def test_the_run_script_uses_those_settings(self):
+        script = open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "scripts", "run")).read()
+        assert "webapp.settings.local" in script and "collectstatic" in script and "export DJANGO_DEBUG" not in script
+
+    def test_login_throttling_is_configured(self, tmp_path):
+        s = _load("webapp.settings.base", "INSTALLED_APPS", "MIDDLEWARE", "AUTHENTICATION_BACKENDS",
+                  DELTAVAULT_HOME=str(tmp_path))
+        assert "axes" in s["INSTALLED_APPS"] and s["MIDDLEWARE"][-1] == "axes.middleware.AxesMiddleware"
+        assert s["AUTHENTICATION_BACKENDS"][0] == "webapp.core.auth_backends.ThrottledLoginBackend"

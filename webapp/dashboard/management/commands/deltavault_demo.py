@@ -12,10 +12,10 @@ import inspect
 from pathlib import Path
 
 import modelcodecs
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.core.paths import team_roots
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_list
 from webapp.jobs.services import job_run, job_submit
@@ -82,7 +82,7 @@ class Command(BaseCommand):
         else:
             membership_add(team=team, user=user, role="admin")
 
-        root = Path(settings.DELTAVAULT_MODEL_ROOTS[0]) / "demo"
+        root = team_roots(team)[0]  # the team's own folder: teams register only from theirs
         root.mkdir(parents=True, exist_ok=True)
         models = {m.name: m for m in model_list(team=team)}
         if BASE_NAME not in models or FT_NAME not in models:
