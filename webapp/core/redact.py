@@ -6,7 +6,10 @@ import re
 
 # An absolute path with at least one folder (``/srv/dv/tmp/job-3/x.dvz``), not preceded by a word character (so
 # "MB/s" and "1/2" are left alone).
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/])/(?:[^\s/'\"`,:;()<>\[\]{}]+/)+([^\s/'\"`,:;()<>\[\]{}]*)")
+# The product's own URLs ("/models/12/") are left alone.
+_URL_PREFIXES = "models|pairs|datasets|jobs|artifacts|teams|invitations|api|ws|tokens|workers|login|static"
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/])/(?!(?:" + _URL_PREFIXES + r")/)"
+                            r"(?:[^\s/'\"`,:;()<>\[\]{}]+/)+([^\s/'\"`,:;()<>\[\]{}]*)")
 
 
 def redact_paths(text: str) -> str:

@@ -235,7 +235,7 @@ async def test_an_update_checks_access_again_when_the_push_was_lost(application,
 
     monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.0)
     monkeypatch.setattr("webapp.teams.services.user_sockets_recheck", lambda **_: None)   # the push is lost
-    await sync_to_async(membership_add)(team=world["acme"], user=world["bob"], by=world["alice"])
+    await sync_to_async(membership_add)(team=world["acme"], user=world["bob"])
     comm, connected, _ = await _connect(application, f"/ws/teams/acme/jobs/?token={world['bob_token']}")
     assert connected and await comm.receive_json_from()
     await get_channel_layer().group_send("team-acme", {"type": "job.update", "job": {"id": 1}})

@@ -120,7 +120,7 @@ class TellApartTests:
 
 class ModelChangedPageTests:
     def test_a_changed_model_offers_a_rescan(self, client_alice, alice, dv_dirs):
-        folder = dv_dirs["root"] / "m"
+        folder = dv_dirs["root"] / alice["team"].slug / "m"  # the team's own folder
         from tests.factories import tiny_model_write
 
         tiny_model_write(folder)
@@ -137,9 +137,9 @@ class ModelChangedPageTests:
 
 
 class OnboardingPageTests:
-    def test_roots_are_named_where_paths_are_typed(self, client_alice, dv_dirs):
-        for page in ("model_list", "dataset_list"):
-            assert f"<code>{dv_dirs['root']}</code>" in _html(client_alice, page)
+    def test_roots_are_named_where_paths_are_typed(self, client_alice, alice, dv_dirs):
+        for page in ("model_list", "dataset_list"):  # the team's own folders, not the roots of every team
+            assert f"<code>{dv_dirs['root'] / alice['team'].slug}</code>" in _html(client_alice, page)
 
     def test_the_only_dataset_is_preselected(self, client_alice, alice):
         html = _html(client_alice, "job_new", kind="evaluate", artifact=alice["artifact"].pk)

@@ -51,9 +51,9 @@ class MissingPathMessageTests:
         with pytest.raises(ApplicationError, match="does not exist"):
             path_resolve_in_roots("model/inner", roots=[root])
 
-    def test_outside_names_the_roots(self, tmp_path):
+    def test_outside_does_not_name_the_roots(self, tmp_path):
         root = tmp_path / "root"
         root.mkdir()
         with pytest.raises(ApplicationError) as err:
             path_resolve_in_roots(str(tmp_path / "elsewhere"), roots=[root])
-        assert err.value.message.endswith(f"({root.resolve()}).")
+        assert str(root) not in err.value.message and "roots" not in err.value.extra
