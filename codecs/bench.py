@@ -447,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smollm2-dir", default=None, help="where the SmolLM2 pair is written once and reused "
                    "(default: under the work folder)")
     p.add_argument("--smollm2-steps", type=int, default=3, help="AdamW steps of the SmolLM2 fine-tune")
+    what.add_argument("--bitdelta", nargs=4, metavar=("BASE", "FT", "TRAIN", "HELDOUT"),
+                      help="BitDelta's size, quality, speed and memory on this pair and text (see --bd-*)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests and smoke runs)")
     p.add_argument("--elements", type=int, default=None, help="elements per synthetic case (default 16 Mi; "
                    "quick: 64 Ki)")
@@ -465,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write the results as JSON to PATH (or to stdout, instead of the tables, when no PATH)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    from .bitdelta.bench import add_arguments
+
+    add_arguments(p)
     return p
 
 
@@ -565,6 +570,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.bitdelta:
+        from .bitdelta.bench import format_bitdelta, run_bitdelta
+
+        report = run_bitdelta(args, lambda msg: args.quiet or print(msg, file=sys.stderr, flush=True))
+        print(json.dumps(report, indent=2, default=str) if args.json == "-" else format_bitdelta(report))
+        if args.json and args.json != "-":
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        return 0
     report = run(args)
     if args.json == "-":
         print(json.dumps(report, indent=2, default=str))
