@@ -810,7 +810,9 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, threads
             if failed is None and not ok:
                 problems.append(f"{entry['name']}: restored bytes do not match the recorded sha256")
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
-        errors = _lossy_errors(decoder, reference_dir) if reference_dir is not None and not decoder.lossless else []
+        errors = []
+        if reference_dir is not None and not decoder.lossless:  # a second pass, tensor by tensor, on a new decoder
+            errors = _lossy_errors(_open_decoder(stack, artifact_path, base, threads, cancel, None), reference_dir)
     if reference_dir is not None:
         recorded = {e["name"]: e["sha256"] for e in entries}
         with ModelFolder(reference_dir) as reference:

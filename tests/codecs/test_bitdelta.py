@@ -148,9 +148,12 @@ def test_resized_vocabulary_is_coded_losslessly_and_include_exclude_select_weigh
 def test_bad_inputs_are_named(tmp_path):
     llama_base, llama_ft = _family_pair(tmp_path / "llama", "llama")
     gpt2_base, _ = _family_pair(tmp_path / "gpt2", "gpt2")
-    with pytest.raises(modelcodecs.WrongBaseError, match="different architectures"):
+    with pytest.raises(modelcodecs.WrongBaseError, match="does not match"):  # the pipeline's check
         modelcodecs.compress_model(llama_ft, tmp_path / "a.dvz", codec={"id": "bitdelta", "steps": 0},
                                    base_dir=gpt2_base)
+    with pytest.raises(modelcodecs.WrongBaseError, match="different architectures"):  # bitdelta's own
+        modelcodecs.compress_model(llama_ft, tmp_path / "a.dvz", codec={"id": "bitdelta", "steps": 0},
+                                   base_dir=gpt2_base, allow_unmatched_base=True)
     # same family, other widths: the mismatched linear weights are named
     wide = tmp_path / "wide"
     config = transformers.LlamaConfig(vocab_size=40, **{**FAMILIES["llama"][1], "intermediate_size": 32})
