@@ -17,6 +17,7 @@ from .errors import (
     VerificationError,
     WrongBaseError,
 )
+from .bitdelta import BitDeltaCodec
 from .fmdelta import FMDeltaCodec, FMDeltaNoBaseCodec
 from .registry import get_codec, get_codec_class, list_codecs, register_codec
 
@@ -24,13 +25,14 @@ register_codec(FMDeltaCodec)
 register_codec(FMDeltaNoBaseCodec)
 register_codec(ZstdCodec)
 register_codec(XorZstdCodec)
+register_codec(BitDeltaCodec)
 
 from .hfio import compare_models, read_model_info  # noqa: E402
 from .pipeline import compress_model, decode_tensor, decompress_model, inspect_artifact, verify_artifact  # noqa: E402
 from .pipeline import compress_models, decompress_models  # noqa: E402
 
 __all__ = [
-    "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "FMDeltaCodec", "ModelCodecError",
+    "BitDeltaCodec", "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "FMDeltaCodec", "ModelCodecError",
     "ModelFormatError", "Param", "TensorSpec", "UnknownCodecError", "UnsafePathError", "UnsupportedDtypeError",
     "VerificationError", "WrongBaseError", "compare_models", "compress_model", "decode_tensor", "decompress_model",
     "compress_models", "decompress_models", "get_codec",

@@ -175,6 +175,7 @@ class Codec(ABC):
             "x-needs-base": cls.needs_base,
             "x-needs-prior": cls.needs_prior,
             "x-input-kind": cls.input_kind,
+            "x-runs-models": cls.runs_models,
         }
 
     def __eq__(self, other: object) -> bool:
@@ -189,9 +190,22 @@ class Codec(ABC):
 
     # -- model-level hooks --------------------------------------------------------------------------------------
     def prepare(self, *, finetuned_dir: str, base_dir: str | None, progress: ProgressCallback | None = None,
-                cancel: CancelCheck | None = None) -> None:
+                cancel: CancelCheck | None = None) -> dict | None:
         """Run once per model before any tensor is encoded (BitDelta's scale distillation, LM-GC's prior
-        loading). The default does nothing."""
+        loading); may return a JSON-serialisable report. The default does nothing.
+
+        A codec whose :meth:`calibration_tokens` is positive also receives ``calibration_text`` (the path of a
+        UTF-8 text file with at least that many tokens) and ``on_step`` (called with a dict of metrics, e.g.
+        ``{"step", "loss"}``, after each training step)."""
+
+    def calibration_tokens(self) -> int:
+        """How many tokens of calibration text :meth:`prepare` consumes with this config (0: it needs none)."""
+        return 0
+
+    def exact_tensor(self, coders: Sequence[str]) -> bool:
+        """Whether a tensor coded in chunks of these ``coders`` decodes to its original bytes (then its hash is
+        checked). A lossy codec that codes some tensors losslessly says which."""
+        return self.lossless
 
     # -- tensor-level interface ---------------------------------------------------------------------------------
     @abstractmethod

@@ -447,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smollm2-dir", default=None, help="where the SmolLM2 pair is written once and reused "
                    "(default: under the work folder)")
     p.add_argument("--smollm2-steps", type=int, default=3, help="AdamW steps of the SmolLM2 fine-tune")
+    what.add_argument("--bitdelta", nargs=4, metavar=("BASE", "FT", "TRAIN", "HELDOUT"),
+                      help="BitDelta's size, quality, speed and memory on this pair and text (see --bd-*)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests and smoke runs)")
     p.add_argument("--elements", type=int, default=None, help="elements per synthetic case (default 16 Mi; "
                    "quick: 64 Ki)")
@@ -475,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     nobase.add_argument("--series-steps", type=int, default=200, help="training steps for --series (default 200)")
     nobase.add_argument("--series-every", type=int, default=20, help="steps between checkpoints (default 20)")
     nobase.add_argument("--keyframe-every", type=int, default=8, help="series keyframe interval (default 8)")
+    from .bitdelta.bench import add_arguments
+
+    add_arguments(p)
     return p
 
 
@@ -583,6 +588,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench_series
 
         return bench_series.main(args)
+    if args.bitdelta:
+        from .bitdelta.bench import format_bitdelta, run_bitdelta
+
+        report = run_bitdelta(args, lambda msg: args.quiet or print(msg, file=sys.stderr, flush=True))
+        print(json.dumps(report, indent=2, default=str) if args.json == "-" else format_bitdelta(report))
+        if args.json and args.json != "-":
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        return 0
     report = run(args)
     if args.json == "-":
         print(json.dumps(report, indent=2, default=str))

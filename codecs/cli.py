@@ -99,7 +99,8 @@ def _cmd_compress(args) -> int:
     with _progress_bar(args.show_progress, "compress") as progress:
         summaries = pipeline.compress_models(args.finetuned, outputs, codec=config, base_dir=args.base,
                                              threads=args.threads, progress=progress,
-                                             allow_unmatched_base=args.allow_unmatched_base)
+                                             allow_unmatched_base=args.allow_unmatched_base,
+                                             calibration_text=args.calibration_text)
     dicts = [s.as_dict() for s in summaries]
     lines = [f"{out}: {s['codec']} ratio {s['ratio']:.3f}x ({s['original_bytes']:,} -> {s['compressed_bytes']:,} "
              f"bytes, {s['tensors']} tensors, {s['deduplicated_tensors']} stored once as duplicates) in "
@@ -129,7 +130,9 @@ def _cmd_verify(args) -> int:
         report = pipeline.verify_artifact(args.artifact, base_dir=args.base, reference_dir=args.reference,
                                           expected_files=expected, threads=args.threads, progress=progress)
     r = report.as_dict()
-    _print(args, r, f"{'OK' if r['ok'] else 'FAILED'}: {r['message']} ({len(r['files'])} files)")
+    errors = "".join(f"\n  {e['name']}: relative delta error {e['relative_delta_error']:.4g}, max abs error "
+                     f"{e['max_abs_error']:.4g}" for e in r["tensors"])
+    _print(args, r, f"{'OK' if r['ok'] else 'FAILED'}: {r['message']} ({len(r['files'])} files){errors}")
     return 0 if report.ok else 1
 
 
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unmatched-base", action="store_true", help="compress even when the base shares no "
                    "tensor, or under half of the tensor bytes, with the fine-tune (refused otherwise)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="codec option")
+    p.add_argument("--calibration-text", help="UTF-8 text for codecs that train while compressing (bitdelta)")
     common(p)
     p.set_defaults(func=_cmd_compress)
 

@@ -21,6 +21,22 @@ def _positive_int(name: str, value, low: int) -> None:
         raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
 
 
+def read_tokens(tokenizer, text_path: str | os.PathLike, max_tokens: int) -> list[int]:
+    """The first ``max_tokens`` token ids of the UTF-8 text file (read in a bounded prefix: tokens rarely exceed
+    32 bytes each), without special tokens."""
+    with open(text_path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read(max_tokens * 32)
+    return tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+
+
+def count_tokens(model_dir: str | os.PathLike, text_path: str | os.PathLike, limit: int) -> int:
+    """How many tokens of ``model_dir``'s tokenizer the text file holds, counted up to ``limit``."""
+    text_path = Path(text_path)
+    if not text_path.is_file():
+        raise ModelFormatError(f"text file {text_path} does not exist")
+    return len(read_tokens(load_tokenizer(model_dir), text_path, limit))
+
+
 def evaluate_perplexity(model_dir: str | os.PathLike, text_path: str | os.PathLike, *, max_tokens: int = 1 << 16,
                         window: int = 512, batch_size: int = 4, device: str = "auto",
                         progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> dict:
@@ -46,10 +62,7 @@ def evaluate_perplexity(model_dir: str | os.PathLike, text_path: str | os.PathLi
     context = getattr(model.config, "max_position_embeddings", None) or window
     window = min(window, int(context))
 
-    # read a bounded prefix: tokens rarely exceed 32 bytes each
-    with open(text_path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read(max_tokens * 32)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    ids = read_tokens(tokenizer, text_path, max_tokens)
     if len(ids) < 2:
         raise ModelFormatError(f"{text_path}: fewer than 2 tokens of text")
     windows = [ids[i:i + window] for i in range(0, len(ids), window)]
@@ -84,4 +97,4 @@ def evaluate_perplexity(model_dir: str | os.PathLike, text_path: str | os.PathLi
             "window": window, "device": device, "dtype": str(next(model.parameters()).dtype)}
 
 
-__all__ = ["evaluate_perplexity"]
+__all__ = ["count_tokens", "evaluate_perplexity", "read_tokens"]

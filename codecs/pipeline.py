@@ -60,6 +60,7 @@ class CompressSummary:
     mb_per_s: float
     peak_rss_bytes: int
     bytes_by_coder: dict = field(default_factory=dict)
+    prepared: dict = field(default_factory=dict)  # what the codec's prepare() reported (e.g. the distillation)
     counted: str = "original = every file of the fine-tuned folder; compressed = the whole artifact file"
 
     def as_dict(self) -> dict:
@@ -88,6 +89,9 @@ class VerifyReport:
     files: list[dict]
     message: str
     seconds: float = 0.0
+    # lossy artifacts verified against the fine-tune: per approximated tensor, the relative Frobenius error of
+    # its delta ||restored - tuned|| / ||tuned - base|| and the largest absolute error
+    tensors: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -98,15 +102,21 @@ def _as_codec(codec: Codec | dict | str) -> Codec:
 
 
 class _Progress:
-    """Turns chunk-level events into ``progress(done, total, stage)`` calls."""
+    """Turns chunk-level events into ``progress(done, total, stage)`` calls. With ``prepare_share`` > 0, the
+    codec's prepare() reports the first part of the bar (its steps scaled into it) and the bytes the rest."""
 
-    def __init__(self, callback: ProgressCallback | None, total: int):
+    def __init__(self, callback: ProgressCallback | None, total: int, prepare_share: float = 0.0):
         self.callback, self.total, self.done = callback, total, 0
+        self.offset = int(total * prepare_share / (1.0 - prepare_share)) if prepare_share else 0
 
     def advance(self, nbytes: int, stage: str) -> None:
         self.done = min(self.total, self.done + nbytes)
         if self.callback is not None:
-            self.callback(self.done, self.total, stage)
+            self.callback(self.offset + self.done, self.offset + self.total, stage)
+
+    def prepare_progress(self, done: int, total: int, stage: str) -> None:
+        if self.callback is not None and total:
+            self.callback(int(self.offset * min(done, total) / total), self.offset + self.total, stage)
 
 
 # -- the work window -----------------------------------------------------------------------------------------------
@@ -253,17 +263,21 @@ def _blob_chunks(data: bytearray) -> Iterator[EncodedChunk]:
 
 def compress_model(finetuned_dir, out_path, *, codec: Codec | dict | str, base_dir=None, threads: int | None = None,
                    progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
-                   allow_unmatched_base: bool = False) -> CompressSummary:
+                   allow_unmatched_base: bool = False, calibration_text=None, on_step=None) -> CompressSummary:
     """Compress every file of ``finetuned_dir`` into one artifact at ``out_path``. A base that shares no tensor, or
     under half of the tensor bytes, with the fine-tune raises :class:`WrongBaseError` unless
-    ``allow_unmatched_base``."""
+    ``allow_unmatched_base``. Codecs that train in ``prepare()`` (``calibration_tokens() > 0``) need
+    ``calibration_text`` (a UTF-8 text file) and call ``on_step(metrics)`` after each step; their steps fill the
+    first 90 % of the progress."""
     return compress_models([finetuned_dir], [out_path], codec=codec, base_dir=base_dir, threads=threads,
-                           progress=progress, cancel=cancel, allow_unmatched_base=allow_unmatched_base)[0]
+                           progress=progress, cancel=cancel, allow_unmatched_base=allow_unmatched_base,
+                           calibration_text=calibration_text, on_step=on_step)[0]
 
 
 def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, base_dir=None,
                     threads: int | None = None, progress: ProgressCallback | None = None,
-                    cancel: CancelCheck | None = None, allow_unmatched_base: bool = False) -> list[CompressSummary]:
+                    cancel: CancelCheck | None = None, allow_unmatched_base: bool = False, calibration_text=None,
+                    on_step=None) -> list[CompressSummary]:
     """Several fine-tunes of one base, one artifact each (``out_paths[i]`` for ``finetuned_dirs[i]``): the base is
     opened once and each of its tensors fingerprinted once. ``progress`` restarts for each fine-tune."""
     finetuned_dirs, out_paths = list(finetuned_dirs), list(out_paths)
@@ -272,25 +286,32 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
     codec = _as_codec(codec)
     if codec.needs_base and base_dir is None:
         raise ConfigError(f"codec {codec.codec_id!r} needs the base model (base_dir)")
+    training = {}
+    if codec.calibration_tokens() > 0:
+        if calibration_text is None:
+            raise ConfigError(f"codec {codec.codec_id!r} with this config needs calibration text "
+                              f"({codec.calibration_tokens()} tokens)")
+        training = {"calibration_text": str(calibration_text), "on_step": on_step}
     with ExitStack() as stack:
         # a codec that does not use the base never gets it, so its artifacts decode without one
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None and codec.needs_base else None
-        return [_compress_one(ft, out, codec, base, threads, progress, cancel, allow_unmatched_base)
+        return [_compress_one(ft, out, codec, base, threads, progress, cancel, allow_unmatched_base, training)
                 for ft, out in zip(finetuned_dirs, out_paths)]
 
 
 def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, threads, progress, cancel,
-                  allow_unmatched_base: bool) -> CompressSummary:
+                  allow_unmatched_base: bool, training: dict) -> CompressSummary:
     threads = resolve_threads(threads)
     started = time.perf_counter()
     with ModelFolder(finetuned_dir) as tuned:
         if base is not None and not allow_unmatched_base:
             _check_base_matches(tuned, base, finetuned_dir)
-        meter = _Progress(progress, tuned.total_bytes)
+        meter = _Progress(progress, tuned.total_bytes, 0.9 if training else 0.0)
         writer = ContainerWriter(out_path)  # before prepare(), which may be long: a bad output path fails at once
         try:
-            codec.prepare(finetuned_dir=str(finetuned_dir), base_dir=None if base is None else str(base.dir),
-                          progress=progress, cancel=cancel)
+            prepared = codec.prepare(finetuned_dir=str(finetuned_dir),
+                                     base_dir=None if base is None else str(base.dir),
+                                     progress=meter.prepare_progress, cancel=cancel, **training) or {}
             encoder = _Encoder(codec, tuned, base, writer, threads, cancel, meter)
             files = encoder.run()
             index = {
@@ -310,7 +331,7 @@ def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, thr
         compressed_bytes=compressed, ratio=round(original / compressed, 4) if compressed else 0.0,
         tensors=len(encoder.records), files=len(files), deduplicated_tensors=encoder.duplicates,
         seconds=round(seconds, 3), mb_per_s=_mb_per_s(original, seconds), peak_rss_bytes=peak_rss(),
-        bytes_by_coder=encoder.bytes_by_coder)
+        bytes_by_coder=encoder.bytes_by_coder, prepared=prepared)
 
 
 @dataclass
@@ -534,9 +555,15 @@ class _ArtifactDecoder:
         """One decoded tensor, checked against its recorded digest."""
         return self._decoded(position, pooled=False)
 
+    def exact(self, position: int) -> bool:
+        """Whether the tensor decodes to its original bytes (always, in a lossless artifact)."""
+        t = self.index["tensors"][position]
+        source = self.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
+        return self.lossless or self.codec.exact_tensor([c["coder"] for c in source["chunks"]])
+
     def _check(self, position: int, data) -> None:
         t = self.index["tensors"][position]
-        if self.lossless and tensor_digest(data, self.version) != t[self.hash_key]:
+        if self.exact(position) and tensor_digest(data, self.version) != t[self.hash_key]:
             raise VerificationError(f"tensor {t['name']!r} does not match its recorded {self.hash_key}: the "
                                     f"artifact is corrupted")
 
@@ -786,6 +813,9 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expecte
             if checked and not ok:
                 problems.append(f"{entry['name']}: restored bytes do not match the recorded sha256")
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
+        errors = []
+        if reference_dir is not None and not decoder.lossless:  # a second pass, tensor by tensor, on a new decoder
+            errors = _lossy_errors(_open_decoder(stack, artifact_path, base, threads, cancel, None), reference_dir)
     if reference_dir is not None:
         with ModelFolder(reference_dir) as reference:
             names = {plan.name for plan in reference.files}
@@ -796,8 +826,45 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expecte
     ok = not problems and all(r["ok"] for r in results)
     message = "all files verified" if ok else "; ".join(problems[:5])
     if ok and not decoder.lossless:
-        message = "lossy artifact: non-tensor files verified, tensors decode with recorded dtypes and shapes"
-    return VerifyReport(ok=ok, files=results, message=message, seconds=round(time.perf_counter() - started, 3))
+        exact = sum(decoder.exact(i) for i in range(len(decoder.index["tensors"])))
+        message = (f"lossy artifact: non-tensor files and {exact} losslessly coded tensors verified byte for byte; "
+                   f"{len(decoder.index['tensors']) - exact} tensors approximated"
+                   + (f" (worst relative delta error {max(e['relative_delta_error'] for e in errors):.4g})"
+                      if errors else ""))
+    return VerifyReport(ok=ok, files=results, message=message, seconds=round(time.perf_counter() - started, 3),
+                        tensors=errors)
+
+
+def _float64(data, dtype: str):
+    import numpy as np
+
+    from .bitdelta.codec import to_float  # the float dtypes a lossy codec restores
+
+    return to_float(data, dtype).astype(np.float64)
+
+
+def _lossy_errors(decoder: _ArtifactDecoder, reference_dir) -> list[dict]:
+    """The error of every approximated float tensor against the reference (fine-tuned) folder's tensor."""
+    import numpy as np
+
+    errors = []
+    with ModelFolder(reference_dir) as reference:
+        for position, t in enumerate(decoder.index["tensors"]):
+            check_cancel(decoder.cancel)
+            ref = reference.tensors.get(t["name"])
+            if decoder.exact(position) or ref is None or t["dtype"] not in ("F16", "BF16", "F32", "F64"):
+                continue
+            restored = _float64(decoder._decoded(position, pooled=False), t["dtype"])
+            tuned = _float64(reference.read_tensor(ref), t["dtype"])
+            source = decoder.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
+            base = np.zeros_like(tuned)
+            if source.get("base") and source.get("base_rows") is None:
+                base = _float64(decoder.base.read(decoder._base_ref(source), None), t["dtype"])
+            scale = float(np.linalg.norm(tuned - base))
+            error = float(np.linalg.norm(restored - tuned))
+            errors.append({"name": t["name"], "relative_delta_error": error / scale if scale else float(error > 0),
+                           "max_abs_error": float(np.max(np.abs(restored - tuned))) if tuned.size else 0.0})
+    return errors
 
 
 def _compare_outside(decoder: _ArtifactDecoder, results: list[dict], names: set[str], sha256_of, source: str

@@ -30,6 +30,45 @@
     qsa("[data-field=stage]", root).forEach(function (el) { el.textContent = job.stage || ""; });
   }
 
+  function fmt(v) {
+    if (typeof v === "number") {
+      if (Number.isInteger(v)) return v.toLocaleString();
+      return Math.abs(v) >= 100 ? v.toFixed(1) : String(Number(v.toPrecision(4)));
+    }
+    if (v === null || v === undefined) return "";
+    if (typeof v === "boolean") return String(v);
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+
+  // The training loss of every step (metrics.training_loss = [[step, loss], ...]) as a line that grows.
+  function drawTraining(page, metrics) {
+    var panel = qs("[data-field=training]", page);
+    var series = metrics.training_loss;
+    if (!panel || !Array.isArray(series) || !series.length) return;
+    panel.hidden = false;
+    var svg = qs("svg", panel), W = 640, H = 220, L = 56, R = 10, T = 10, B = 28;
+    var steps = Math.max(metrics.training_steps || 0, series[series.length - 1][0], 2);
+    var lo = Infinity, hi = -Infinity;
+    series.forEach(function (p) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); });
+    if (hi <= lo) { hi = lo + (Math.abs(lo) || 1) * 0.1; }
+    function x(step) { return L + (W - L - R) * (step - 1) / Math.max(steps - 1, 1); }
+    function y(loss) { return T + (H - T - B) * (hi - loss) / (hi - lo); }
+    var points = series.map(function (p) { return x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1); }).join(" ");
+    svg.innerHTML =
+      '<line x1="' + L + '" y1="' + (H - B) + '" x2="' + (W - R) + '" y2="' + (H - B) + '" stroke="#adb5bd"/>' +
+      '<line x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '" stroke="#adb5bd"/>' +
+      '<text x="' + (L - 4) + '" y="' + (T + 10) + '" text-anchor="end" font-size="11">' + fmt(hi) + '</text>' +
+      '<text x="' + (L - 4) + '" y="' + (H - B) + '" text-anchor="end" font-size="11">' + fmt(lo) + '</text>' +
+      '<text x="' + L + '" y="' + (H - 8) + '" font-size="11">step 1</text>' +
+      '<text x="' + (W - R) + '" y="' + (H - 8) + '" text-anchor="end" font-size="11">step ' + steps + '</text>' +
+      '<polyline fill="none" stroke="#3b5bdb" stroke-width="1.5" points="' + points + '"/>';
+    var last = series[series.length - 1];
+    var label = qs("[data-field=training_step]", panel);
+    if (label) label.textContent = "step " + last[0] + " of " + steps + ": loss " + fmt(last[1]) +
+      " (first " + fmt(series[0][1]) + ")";
+  }
+
   function updateJobPage(job) {
     var page = qs("[data-job-page]");
     if (!page || String(page.getAttribute("data-job-page")) !== String(job.id)) return;
@@ -43,11 +82,13 @@
       // Labels with units and formatted values come from the server (webapp.jobs.metrics), raw values stay in REST.
       metrics.innerHTML = "";
       job.metrics_display.forEach(function (row) {
+        if (row.key === "training_loss") return;  // drawn as a chart
         var dt = document.createElement("dt"); dt.textContent = row.label; dt.setAttribute("data-metric", row.key);
         var dd = document.createElement("dd"); dd.textContent = row.text;
         metrics.appendChild(dt); metrics.appendChild(dd);
       });
     }
+    drawTraining(page, job.metrics || {});
     ["started_at", "finished_at"].forEach(function (key) {
       var el = qs("[data-field=" + key + "]", page);
       if (el && job[key]) el.textContent = String(job[key]).slice(0, 19).replace("T", " ");

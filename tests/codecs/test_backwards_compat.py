@@ -160,3 +160,46 @@ def test_dvz_format_2_shared_rows_restore_byte_for_byte(tmp_path):
     modelcodecs.decompress_model(artifact, out, base_dir=root / "base", threads=1)
     for name in ("model.safetensors", "config.json"):
         assert (out / name).read_bytes() == (root / "finetuned" / name).read_bytes()
+
+
+# BitDelta: whole artifacts of tiny model pairs (its plan of which tensors to binarise comes from the model's
+# structure), decoded and compared with the restored bytes recorded when the fixture was written.
+BITDELTA_CASES = [("gpt2-f32-matrix", "gpt2", "F32", {"id": "bitdelta", "steps": 0}),
+                  ("llama-bf16-row", "llama", "BF16", {"id": "bitdelta", "steps": 0, "scale_granularity": "row"})]
+
+
+def _write_bitdelta_pair(root: Path, family: str, dtype: str) -> None:
+    import torch
+    import transformers
+
+    torch.manual_seed(7)
+    if family == "gpt2":
+        config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=32)
+    else:
+        config = transformers.LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                          num_attention_heads=2, num_key_value_heads=1)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(getattr(torch, {"F32": "float32",
+                                                                                      "BF16": "bfloat16"}[dtype]))
+    model.save_pretrained(root / "base")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    model.save_pretrained(root / "finetuned")
+
+
+@pytest.mark.parametrize("name,family,dtype,config", BITDELTA_CASES, ids=[c[0] for c in BITDELTA_CASES])
+def test_bitdelta_artifacts_of_earlier_versions_restore_the_same_bytes(name, family, dtype, config, tmp_path):
+    root = FIXTURE / "bitdelta" / name
+    artifact = root / "bitdelta.dvz"
+    if not artifact.exists():
+        _write_bitdelta_pair(root, family, dtype)
+        modelcodecs.compress_model(root / "finetuned", artifact, codec=config, base_dir=root / "base", threads=1)
+        modelcodecs.decompress_model(artifact, tmp_path / "first", base_dir=root / "base", threads=1)
+        (root / "restored.sha256").write_text(hashlib.sha256((tmp_path / "first" / "model.safetensors")
+                                                             .read_bytes()).hexdigest())
+    out = tmp_path / "restored"
+    modelcodecs.decompress_model(artifact, out, base_dir=root / "base", threads=1)
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == \
+        (root / "restored.sha256").read_text()
+    assert (out / "config.json").read_bytes() == (root / "finetuned" / "config.json").read_bytes()
+    assert "signs" in {c for t in modelcodecs.inspect_artifact(artifact)["tensor_list"] for c in t["coders"]}

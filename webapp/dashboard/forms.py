@@ -102,7 +102,9 @@ class JobForm(forms.Form):
     artifact = ArtifactChoiceField(queryset=None, required=False,
                                    help_text="Decompress / evaluate: the artifact to restore.")
     model = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a registered model.")
-    dataset = forms.ModelChoiceField(queryset=None, required=False, help_text="Evaluate: a text dataset.")
+    dataset = forms.ModelChoiceField(queryset=None, required=False,
+                                     help_text="Evaluate: a text dataset. Compress: calibration text for codecs "
+                                               "that train (BitDelta's distillation).")
     queue = forms.ChoiceField(choices=QUEUE_CHOICES, initial="auto")
     threads = forms.IntegerField(min_value=1, max_value=256, required=False,
                                  help_text="Threads for the job (empty: the worker's default).")
@@ -113,7 +115,7 @@ class JobForm(forms.Form):
     MAIN = ("kind", "pair", "codec", "artifact", "model", "dataset", "queue", "threads", "repeat")
     # Which kinds use which inputs (the page hides the others).
     KINDS_OF_FIELD = {"pair": "compress", "codec": "compress", "artifact": "decompress evaluate",
-                      "model": "evaluate", "dataset": "evaluate", "repeat": "compress"}
+                      "model": "evaluate", "dataset": "evaluate compress", "repeat": "compress"}
 
     def __init__(self, *args, codecs: list, pairs, artifacts, models, datasets, queues_online: set[str] | None = None,
                  **kwargs):
@@ -183,6 +185,8 @@ class JobForm(forms.Form):
             kwargs["pair"] = data["pair"]
             kwargs["codec_config"] = codec_config_from(data, codec_id, self.schemas[codec_id])
             kwargs["repeat"] = bool(data.get("repeat"))
+            if data.get("dataset"):
+                kwargs["dataset"] = data["dataset"]
         elif kind == "decompress":
             kwargs["artifact"] = data["artifact"]
         else:

@@ -31,6 +31,7 @@ def pair_comparison(*, pair: Pair) -> list[dict]:
         rows.append({
             "artifact": artifact,
             "codec": artifact.codec_id,
+            "label": _artifact_label(artifact),
             "lossless": metrics.get("lossless"),
             "ratio": artifact.ratio,
             "mb_per_s": metrics.get("mb_per_s"),
@@ -42,6 +43,15 @@ def pair_comparison(*, pair: Pair) -> list[dict]:
         })
     rows.sort(key=lambda r: -(r["ratio"] or 0))
     return rows
+
+
+def _artifact_label(artifact) -> str:
+    """The codec id, and for codecs that train while compressing (a ``steps`` option) whether the artifact is
+    untrained (BitDelta-Initial) or trained, so both show side by side."""
+    steps = (artifact.codec_config or {}).get("steps")
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        return artifact.codec_id
+    return f"{artifact.codec_id} initial" if steps == 0 else f"{artifact.codec_id} distilled ({steps} steps)"
 
 
 def model_perplexity(*, team: Team, model_id: int) -> float | None:

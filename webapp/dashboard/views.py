@@ -307,8 +307,8 @@ def pair_list_view(request, team):
 def pair_detail(request, pk: int):
     pair = pair_get(id=pk, user=request.user)
     rows = pair_comparison(pair=pair)
-    points = [Point(r["artifact"].codec_label, r["codec"], r["perplexity"], r["ratio"])
-              for r in rows if r["perplexity"] is not None]
+    points = [Point(r["label"] if r["label"] != r["codec"] else r["artifact"].codec_label, r["codec"], r["perplexity"],
+                    r["ratio"]) for r in rows if r["perplexity"] is not None]
     reference = model_perplexity(team=pair.team, model_id=pair.finetuned_id)
     return _render(request, "dashboard/pair_detail.html", {
         "pair": pair,
@@ -316,6 +316,7 @@ def pair_detail(request, pk: int):
         "chart": ratio_quality_svg(points, reference_x=reference),
         "unevaluated": sum(1 for r in rows if r["perplexity"] is None),
         "reference_perplexity": reference,
+        "base_perplexity": model_perplexity(team=pair.team, model_id=pair.base_id),
         "jobs": job_list(team=pair.team, filters={"pair": pair.pk})[:RECENT_JOBS],
         "report": pair.report or {},
         "can_delete": user_is_team_admin(user=request.user, team=pair.team),

@@ -58,6 +58,7 @@ class JobReporter:
         self.span = span
         self._last_write: float | None = None
         self._last_cancel_check: float | None = None
+        self._last_metrics_write: float | None = None
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
@@ -128,6 +129,32 @@ class JobReporter:
             progress=self.job.progress, stage=self.job.stage, log_tail=self.job.log_tail, metrics=self.job.metrics
         )
         job_progress_publish(job=self.job)
+
+    # training curves ------------------------------------------------------------------------------------------
+    def training_step(self, point: dict) -> None:
+        """Record one training step (``{"step", "loss", ...}``, e.g. BitDelta's distillation): the loss series
+        lives in the row's metrics (``training_loss``: [[step, loss], ...]) so the REST job and every websocket
+        message carry the curve so far. Written with the progress throttle; the last step is always written."""
+        with self._lock:
+            metrics = self.job.metrics if isinstance(self.job.metrics, dict) else {}
+            series = metrics.setdefault("training_loss", [])
+            series.append([int(point["step"]), float(point["loss"])])
+            metrics["training_step"] = int(point["step"])
+            if "steps" in point:
+                metrics["training_steps"] = int(point["steps"])
+            self.job.metrics = metrics
+            now = time.monotonic()
+            last = point.get("step") == point.get("steps")
+            if not last and self._last_metrics_write is not None and now - self._last_metrics_write < self.interval:
+                return
+            self._last_metrics_write = now
+            Job.objects.filter(pk=self.job.pk).update(metrics=metrics)
+            job_progress_publish(job=self.job)
+
+    def training_metrics(self) -> dict:
+        """The training curve recorded so far, to keep in the job's final metrics."""
+        metrics = self.job.metrics if isinstance(self.job.metrics, dict) else {}
+        return {k: metrics[k] for k in ("training_loss", "training_step", "training_steps") if k in metrics}
 
     # cancel --------------------------------------------------------------------------------------------------
     def cancelled(self) -> bool:

@@ -27,8 +27,8 @@ from webapp.core.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.jobs.reporter import JobReporter
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
-from webapp.registry.selectors import (artifact_base_dir, artifact_expected_files, artifact_find_identical,
-                                       model_changes)
+from webapp.registry.selectors import (artifact_base_dir, artifact_codec_class, artifact_expected_files,
+                                       artifact_find_identical, model_changes)
 from webapp.registry.storage import artifact_local_file, artifact_store, file_sha256
 
 
@@ -104,7 +104,32 @@ def _check_compress(inputs: JobInputs) -> JobInputs:
         raise ApplicationError(f"Invalid codec config: {exc}", extra={"codec_config": inputs.codec_config}) from exc
     if codec.input_kind != "weights":
         raise ApplicationError(f"The codec {codec.codec_id!r} compresses {codec.input_kind}, not model checkpoints.")
+    _check_calibration(codec, inputs)
     return replace(inputs, codec_config=codec.get_config())
+
+
+def _check_calibration(codec: modelcodecs.Codec, inputs: JobInputs) -> None:
+    """Codecs that train while compressing (BitDelta's distillation) need a dataset with enough tokens of the
+    fine-tune's tokenizer; this is counted now rather than found out after an hour."""
+    needed = codec.calibration_tokens()
+    if not needed:
+        if inputs.dataset is not None:
+            raise ApplicationError(f"The codec {codec.codec_id!r} with this config uses no dataset.")
+        return
+    if inputs.dataset is None:
+        raise ApplicationError(f"The codec {codec.codec_id!r} trains on calibration text: choose a dataset "
+                               f"({needed:,} tokens).")
+    from modelcodecs.evaluate import count_tokens  # imports transformers lazily, only here
+
+    try:
+        found = count_tokens(inputs.pair.finetuned.path, inputs.dataset.path, needed)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Cannot read the dataset with the fine-tune's tokenizer: {exc}") from exc
+    if found < needed:
+        raise ApplicationError(
+            f"The dataset {inputs.dataset.name!r} has {found:,} tokens; {codec.codec_id} needs steps x batch_size x "
+            f"seq_len = {needed:,}. Choose a longer dataset or fewer steps.",
+            extra={"tokens": found, "needed": needed})
 
 
 def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
@@ -120,10 +145,16 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
     base_dir = pair.base.path if codec.needs_base else None
     reporter.log(f"compressing {pair.finetuned.name} with {codec.codec_id}"
                  + (f" against {pair.base.name}" if base_dir else ""))
+    calibration = {}
+    if codec.calibration_tokens():
+        if job.dataset is None or not Path(job.dataset.path).is_file():
+            raise ApplicationError("The job's calibration dataset was deleted.")
+        calibration = {"calibration_text": job.dataset.path, "on_step": reporter.training_step}
+        reporter.log(f"distilling on {job.dataset.name} ({codec.calibration_tokens():,} tokens)")
     try:
         summary = modelcodecs.compress_model(
             pair.finetuned.path, tmp_path, codec=codec, base_dir=base_dir, threads=job_threads(job),
-            progress=reporter, cancel=reporter.cancelled,
+            progress=reporter, cancel=reporter.cancelled, **calibration,
         ).as_dict()
         reporter.stage("storing artifact")
         content_sha256 = _payload_sha256(tmp_path)
@@ -151,7 +182,7 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
         shutil.rmtree(job_work_dir(job), ignore_errors=True)
     reporter.log(f"artifact #{artifact.pk}: {artifact.original_bytes} -> {artifact.compressed_bytes} bytes "
                  f"(ratio {artifact.ratio:.3f})")
-    return {**_jsonable(summary), "artifact_id": artifact.pk}
+    return {**_jsonable(summary), **reporter.training_metrics(), "artifact_id": artifact.pk}
 
 
 # ---- decompress ----------------------------------------------------------------------------------------------
@@ -185,7 +216,7 @@ def restore_artifact(*, job: Job, artifact: Artifact, out_dir: Path, reporter: J
             cancel=reporter.cancelled,
         ).as_dict())
     reporter.stage("verifying")
-    verification = _verify_restored(artifact=artifact, out_dir=out_dir,
+    verification = _verify_restored(job=job, artifact=artifact, out_dir=out_dir, reporter=reporter,
                                     restored_sha256=summary.pop("file_sha256", {}))
     if verification["status"] in (Artifact.Verification.VERIFIED, Artifact.Verification.FAILED):
         artifact.verification = verification["status"]
@@ -221,13 +252,36 @@ def _payload_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify_restored(*, artifact: Artifact, out_dir: Path, restored_sha256: dict) -> dict:
+def _lossy_errors(*, job: Job, artifact: Artifact, reporter: JobReporter) -> dict:
+    """A lossy artifact against its fine-tune: the error of every approximated tensor (relative Frobenius error
+    of its delta, max abs error); the tensors it codes losslessly were checked by hash while restoring."""
+    if artifact.pair is None:
+        return {"status": "skipped", "reason": "lossy codec and no fine-tuned model recorded", "checked": 0,
+                "mismatched": []}
+    with artifact_local_file(artifact) as path:
+        report = modelcodecs.verify_artifact(path, base_dir=artifact.pair.base.path,
+                                             reference_dir=artifact.pair.finetuned.path, threads=job_threads(job),
+                                             cancel=reporter.cancelled)
+    errors = report.tensors
+    return {"status": "lossy" if report.ok else str(Artifact.Verification.FAILED), "message": report.message,
+            "checked": len(report.files), "mismatched": [f["name"] for f in report.files if not f["ok"]],
+            "worst_relative_delta_error": max((e["relative_delta_error"] for e in errors), default=None),
+            "worst_max_abs_error": max((e["max_abs_error"] for e in errors), default=None),
+            "tensor_errors": errors}
+
+
+def _verify_restored(*, job: Job, artifact: Artifact, out_dir: Path, restored_sha256: dict,
+                     reporter: JobReporter) -> dict:
     """Compare every restored file's sha256 with the fine-tuned model's recorded hashes. The restore hashed every
     file as it wrote it and checked it against the artifact (``restored_sha256``), so nothing is read again; the
-    folder is listed for files the fine-tune does not have."""
+    folder is listed for files the fine-tune does not have. A lossy artifact reports the error of every
+    approximated tensor instead."""
+    codec_cls = artifact_codec_class(artifact)
+    if codec_cls is not None and not codec_cls.lossless:
+        return _lossy_errors(job=job, artifact=artifact, reporter=reporter)
     recorded = artifact_expected_files(artifact)
     if recorded is None:
-        return {"status": "skipped", "reason": "lossy codec or no recorded hashes of the fine-tuned model",
+        return {"status": "skipped", "reason": "no recorded hashes of the fine-tuned model",
                 "checked": 0, "mismatched": []}
     restored = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
     mismatched = sorted(restored - set(recorded)) + [
@@ -303,7 +357,7 @@ def _run_evaluate(*, job: Job, reporter: JobReporter) -> dict:
 
 
 JOB_KINDS: dict[str, JobKind] = {
-    Job.Kind.COMPRESS: JobKind(frozenset({"pair", "codec_config"}), _check_compress, _run_compress),
+    Job.Kind.COMPRESS: JobKind(frozenset({"pair", "codec_config", "dataset"}), _check_compress, _run_compress),
     Job.Kind.DECOMPRESS: JobKind(frozenset({"artifact"}), _check_decompress, _run_decompress),
     Job.Kind.EVALUATE: JobKind(frozenset({"model", "artifact", "dataset"}), _check_evaluate, _run_evaluate),
 }

@@ -371,7 +371,8 @@ def _job_finish_cancelled(*, job: Job, reporter: JobReporter) -> Job:
     job.status = Job.Status.CANCELLED
     job.stage = "cancelled"
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "stage", "finished_at", "log_tail"])
+    # metrics: what the run recorded before it stopped (e.g. a training curve)
+    job.save(update_fields=["status", "stage", "finished_at", "log_tail", "metrics"])
     job_progress_publish(job=job)
     return job
 
@@ -382,6 +383,6 @@ def _job_finish_failed(*, job: Job, error: str) -> Job:
     job.error = error[:4000]
     job.stage = "failed"
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error", "stage", "finished_at", "log_tail"])
+    job.save(update_fields=["status", "error", "stage", "finished_at", "log_tail", "metrics"])
     job_progress_publish(job=job)
     return job

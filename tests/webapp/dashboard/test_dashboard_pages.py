@@ -228,7 +228,8 @@ def test_dataset_register_calls_the_service(client_alice, alice):
 def _first_codec_with_an_integer_option():
     for cls in modelcodecs.list_codecs():
         for name, prop in cls.config_schema()["properties"].items():
-            if prop["type"] == "integer" and cls.input_kind == "weights":
+            # a codec that trains while compressing (bitdelta) also needs a dataset: not this test's subject
+            if prop["type"] == "integer" and cls.input_kind == "weights" and not cls().calibration_tokens():
                 return cls, name, prop
     pytest.skip("no registered codec has an integer option")
 
