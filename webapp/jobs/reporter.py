@@ -86,7 +86,7 @@ class JobReporter:
             self.job.progress = min(round(progress, 3), 100.0)
             if stage:
                 self.job.stage = stage[:200]
-            self.job.metrics = self._live_metrics(done, total, now)
+            self.job.metrics = {**self.training_metrics(), **self._live_metrics(done, total, now)}
             self.flush()
 
     def _live_metrics(self, done: int, total: int, now: float) -> dict:

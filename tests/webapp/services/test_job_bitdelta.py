@@ -39,12 +39,12 @@ def lm(world, dv_dirs, lm_folders):
     team, user = world["acme"], world["alice"]
     paths = {}
     for name, source in zip(("base", "ft", "calibration.txt"), lm_folders):
-        target = dv_dirs["root"] / name
+        target = dv_dirs["acme"] / name
         (shutil.copytree if source.is_dir() else shutil.copyfile)(source, target)
         paths[name] = target
     base = model_register_from_path(team=team, user=user, name="base", path=str(paths["base"]))
     ft = model_register_from_path(team=team, user=user, name="ft", path=str(paths["ft"]))
-    short = dv_dirs["root"] / "short.txt"
+    short = dv_dirs["acme"] / "short.txt"
     short.write_text("a few words only\n", encoding="utf-8")
     yield {"pair": pair_create(team=team, user=user, name="lm", base=base, finetuned=ft),
            "text": dataset_register_from_path(team=team, user=user, name="calib", path=str(paths["calibration.txt"])),
