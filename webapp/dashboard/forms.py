@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+import modelcodecs
+
 from webapp.dashboard.codec_fields import codec_config_from, codec_form_fields
 
 
@@ -185,7 +187,8 @@ class JobForm(forms.Form):
             kwargs["pair"] = data["pair"]
             kwargs["codec_config"] = codec_config_from(data, codec_id, self.schemas[codec_id])
             kwargs["repeat"] = bool(data.get("repeat"))
-            if data.get("dataset"):
+            # the dataset field serves evaluate jobs and codecs that train while compressing; the others get none
+            if data.get("dataset") and _trains_on_text(kwargs["codec_config"]):
                 kwargs["dataset"] = data["dataset"]
         elif kind == "decompress":
             kwargs["artifact"] = data["artifact"]
@@ -227,3 +230,11 @@ class JobSearchForm(forms.Form):
             if data.get(key):
                 filters[key] = [data[key]]
         return filters
+
+
+def _trains_on_text(codec_config: dict) -> bool:
+    """Does this codec config read calibration text while compressing (BitDelta with steps > 0)?"""
+    try:
+        return modelcodecs.get_codec(codec_config).calibration_tokens() > 0
+    except modelcodecs.ModelCodecError:
+        return True  # let job_submit give the config error
