@@ -18,11 +18,15 @@ from .errors import (
     WrongBaseError,
 )
 from .fmdelta import FMDeltaCodec
+from .hyper import HyperCodec
 from .registry import get_codec, get_codec_class, list_codecs, register_codec
+from .rtn import RTNCodec
 
 register_codec(FMDeltaCodec)
 register_codec(ZstdCodec)
 register_codec(XorZstdCodec)
+register_codec(HyperCodec)
+register_codec(RTNCodec)
 
 from .hfio import compare_models, read_model_info  # noqa: E402
 from .pipeline import compress_model, decode_tensor, decompress_model, inspect_artifact, verify_artifact  # noqa: E402

@@ -193,6 +193,11 @@ class Codec(ABC):
         """Run once per model before any tensor is encoded (BitDelta's scale distillation, LM-GC's prior
         loading). The default does nothing."""
 
+    def encode_report(self) -> dict:
+        """What the codec wants said about the last model it encoded (lossy codecs: tensors stored raw, weight
+        error); the pipeline puts it in the compress summary as ``codec_report``. The default says nothing."""
+        return {}
+
     # -- tensor-level interface ---------------------------------------------------------------------------------
     @abstractmethod
     def encode_tensor(self, spec: TensorSpec, data: memoryview, base: memoryview | None, *, threads: int = 1,

@@ -58,6 +58,7 @@ class JobReporter:
         self.span = span
         self._last_write: float | None = None
         self._last_cancel_check: float | None = None
+        self._last_partial: float | None = None
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
@@ -85,7 +86,10 @@ class JobReporter:
             self.job.progress = min(round(progress, 3), 100.0)
             if stage:
                 self.job.stage = stage[:200]
-            self.job.metrics = self._live_metrics(done, total, now)
+            live = self._live_metrics(done, total, now)
+            if self._partial:  # an evaluation's running scores stay beside the live figures
+                live["partial"] = dict(self._partial)
+            self.job.metrics = live
             self.flush()
 
     def _live_metrics(self, done: int, total: int, now: float) -> dict:
@@ -128,6 +132,20 @@ class JobReporter:
             progress=self.job.progress, stage=self.job.stage, log_tail=self.job.log_tail, metrics=self.job.metrics
         )
         job_progress_publish(job=self.job)
+
+    def partial(self, which: str, scores: dict) -> None:
+        """Running scores of an evaluation (``which``: "original" or "restored"), kept on the row under
+        ``metrics["partial"]`` and published, at most every progress interval."""
+        with self._lock:
+            self._partial[which] = scores
+            metrics = {**(self.job.metrics or {}), "partial": dict(self._partial)}
+            self.job.metrics = metrics
+            now = time.monotonic()
+            if self._last_partial is not None and now - self._last_partial < self.interval:
+                return
+            self._last_partial = now
+            Job.objects.filter(pk=self.job.pk).update(metrics=metrics)
+            job_progress_publish(job=self.job)
 
     # cancel --------------------------------------------------------------------------------------------------
     def cancelled(self) -> bool:

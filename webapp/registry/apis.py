@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from webapp.core.apis import Api, paginated
 from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
 from webapp.core.teams_api import request_team_filter, request_team_for_write
+from webapp.registry.models import Dataset
 from webapp.registry.selectors import (
     artifact_get,
     artifact_list,
@@ -291,6 +292,8 @@ class _DatasetOutput(serializers.Serializer):
     source = serializers.CharField()
     size_bytes = serializers.IntegerField()
     sha256 = serializers.CharField()
+    kind = serializers.CharField()
+    info = serializers.JSONField()
     created_at = serializers.DateTimeField()
 
 
@@ -313,6 +316,7 @@ class DatasetCreateApi(Api):
         team = _TeamSlugField()
         name = serializers.CharField(max_length=200)
         path = serializers.CharField(max_length=1024)
+        kind = serializers.ChoiceField(choices=Dataset.Kind.choices, default=Dataset.Kind.TEXT)
 
     class OutputSerializer(_DatasetOutput):
         pass
@@ -323,7 +327,8 @@ class DatasetCreateApi(Api):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         team = request_team_for_write(request, data.get("team"))
-        dataset = dataset_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"])
+        dataset = dataset_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"],
+                                             kind=data["kind"])
         return Response(DatasetCreateApi.OutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
@@ -340,6 +345,7 @@ class DatasetUploadApi(Api):
         team = _TeamSlugField()
         name = serializers.CharField(max_length=200)
         file = serializers.FileField()
+        kind = serializers.ChoiceField(choices=Dataset.Kind.choices, default=Dataset.Kind.TEXT)
 
     class OutputSerializer(_DatasetOutput):
         pass
@@ -350,7 +356,8 @@ class DatasetUploadApi(Api):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         team = request_team_for_write(request, data.get("team"))
-        dataset = dataset_upload(team=team, user=request.user, name=data["name"], file=data["file"])
+        dataset = dataset_upload(team=team, user=request.user, name=data["name"], file=data["file"],
+                                 kind=data["kind"])
         return Response(self.OutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
