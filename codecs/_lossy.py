@@ -55,14 +55,29 @@ def from_float32(values: np.ndarray, dtype: str, out: memoryview) -> None:
 # -- bit packing ---------------------------------------------------------------------------------------------------
 
 def pack_bits(values: np.ndarray, width: int) -> bytes:
-    """Pack non-negative integers below ``2**width`` (1..32 bits) little-endian, LSB first, no padding between."""
-    v = np.ascontiguousarray(values, dtype=np.uint32)
-    if width == 8:
-        return v.astype(np.uint8).tobytes()
-    if width == 16:
-        return v.astype("<u2").tobytes()
-    bits = ((v[:, None] >> np.arange(width, dtype=np.uint32)) & np.uint32(1)).astype(np.uint8)
-    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+    """Pack non-negative integers below ``2**width`` (1..32 bits) into exactly ceil(count * width / 8) bytes: first
+    a byte plane per whole byte of the width (low byte first), then the remaining width % 8 high bits of every
+    value, eight values per width % 8 bytes, least significant bit first."""
+    v = np.ascontiguousarray(values, dtype=np.uint32).reshape(-1)
+    parts = []
+    while width >= 8:
+        parts.append((v & np.uint32(0xFF)).astype(np.uint8).tobytes())
+        v = v >> np.uint32(8)
+        width -= 8
+    if width:
+        parts.append(_pack_small(v, width))
+    return b"".join(parts)
+
+
+def _pack_small(v: np.ndarray, width: int) -> bytes:
+    count = v.size
+    groups = np.zeros(-(-count // 8) * 8, dtype=np.uint64)
+    groups[:count] = v
+    groups = groups.reshape(-1, 8)
+    acc = groups[:, 0].copy()
+    for i in range(1, 8):
+        acc |= groups[:, i] << np.uint64(i * width)
+    return acc.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()[:packed_size(count, width)]
 
 
 def packed_size(count: int, width: int) -> int:
@@ -75,13 +90,26 @@ def unpack_bits(payload, count: int, width: int, what: str) -> np.ndarray:
     if len(payload) != need:
         raise CorruptArtifactError(f"{what}: {len(payload)} bytes of packed indices, expected {need}")
     raw = np.frombuffer(payload, dtype=np.uint8)
-    if width == 8:
-        return raw.astype(np.uint32)
-    if width == 16:
-        return raw.view("<u2").astype(np.uint32)
-    bits = np.unpackbits(raw, bitorder="little", count=count * width).reshape(count, width)
-    weights = (np.uint32(1) << np.arange(width, dtype=np.uint32))
-    return bits.astype(np.uint32) @ weights
+    out = np.zeros(count, dtype=np.uint32)
+    shift, offset = 0, 0
+    while width - shift >= 8:
+        out |= raw[offset:offset + count].astype(np.uint32) << np.uint32(shift)
+        offset += count
+        shift += 8
+    rest = width - shift
+    if rest:
+        groups = -(-count // 8)
+        packed = np.zeros(groups * rest, dtype=np.uint8)
+        packed[:need - offset] = raw[offset:]
+        tail = np.zeros((groups, 8), dtype=np.uint8)
+        tail[:, :rest] = packed.reshape(groups, rest)
+        acc = tail.reshape(-1).view("<u8")
+        mask = np.uint64((1 << rest) - 1)
+        small = np.empty((groups, 8), dtype=np.uint64)
+        for i in range(8):
+            small[:, i] = (acc >> np.uint64(i * rest)) & mask
+        out |= small.reshape(-1)[:count].astype(np.uint32) << np.uint32(shift)
+    return out
 
 
 # -- side information checks (every decoder reads meta through these) ----------------------------------------------

@@ -62,13 +62,21 @@ DATASET_KIND_HELP = ("Text: perplexity and next-token accuracy of a causal LM. L
 class DatasetPathForm(forms.Form):
     name = forms.CharField(max_length=200)
     path = forms.CharField(max_length=1024, help_text="A UTF-8 text file on the server, inside the allowed roots.")
-    kind = forms.ChoiceField(choices=Dataset.Kind.choices, initial=Dataset.Kind.TEXT, help_text=DATASET_KIND_HELP)
+    kind = forms.ChoiceField(choices=Dataset.Kind.choices, initial=Dataset.Kind.TEXT, required=False,
+                             help_text=DATASET_KIND_HELP)
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or Dataset.Kind.TEXT
 
 
 class DatasetUploadForm(forms.Form):
     name = forms.CharField(max_length=200)
     file = forms.FileField(help_text="A UTF-8 text file.")
-    kind = forms.ChoiceField(choices=Dataset.Kind.choices, initial=Dataset.Kind.TEXT, help_text=DATASET_KIND_HELP)
+    kind = forms.ChoiceField(choices=Dataset.Kind.choices, initial=Dataset.Kind.TEXT, required=False,
+                             help_text=DATASET_KIND_HELP)
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or Dataset.Kind.TEXT
 
 
 KIND_CHOICES = [("compress", "Compress a pair"), ("decompress", "Decompress and verify an artifact"),

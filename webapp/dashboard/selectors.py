@@ -6,10 +6,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 
-from webapp.jobs.models import Job
-from webapp.jobs.selectors import job_list
-from webapp.registry.models import Pair
-from webapp.registry.selectors import artifact_list
 from webapp.teams.models import Team
 from webapp.teams.selectors import team_list_for_user
 
@@ -28,33 +24,3 @@ def current_team(request: HttpRequest) -> Team | None:
 
 def api_token_get(*, user: AbstractBaseUser) -> Token | None:
     return Token.objects.filter(user=user).first()
-
-
-def pair_comparison(*, pair: Pair) -> list[dict]:
-    """One row per artifact of the pair: codec, ratio, speed, verification, perplexity (best ratio first)."""
-    rows = []
-    for artifact in artifact_list(team=pair.team, filters={"pair": pair.pk}):
-        metrics = artifact.metrics or {}
-        rows.append({
-            "artifact": artifact,
-            "codec": artifact.codec_id,
-            "lossless": metrics.get("lossless"),
-            "ratio": artifact.ratio,
-            "mb_per_s": metrics.get("mb_per_s"),
-            "seconds": metrics.get("seconds"),
-            "verification": artifact.verification,
-            "perplexity": artifact.perplexity,
-            "compressed_bytes": artifact.compressed_bytes,
-            "original_bytes": artifact.original_bytes,
-        })
-    rows.sort(key=lambda r: -(r["ratio"] or 0))
-    return rows
-
-
-def model_perplexity(*, team: Team, model_id: int) -> float | None:
-    """The perplexity of the latest successful evaluate job of a registered model, if any."""
-    jobs = job_list(team=team, filters={"kind": [Job.Kind.EVALUATE], "status": [Job.Status.SUCCEEDED]})
-    for job in jobs.filter(model_id=model_id)[:1]:
-        value = (job.metrics or {}).get("perplexity")
-        return float(value) if isinstance(value, (int, float)) else None
-    return None

@@ -17,6 +17,7 @@ from webapp.registry.selectors import (
     model_changes,
     model_get,
     model_list,
+    pair_comparison,
     pair_get,
     pair_list,
 )
@@ -281,6 +282,72 @@ class PairDeleteApi(Api):
 
 class PairItemApi(PairDetailApi, PairDeleteApi):
     """``GET`` shows (PairDetailApi), ``DELETE`` deletes (PairDeleteApi)."""
+
+
+class PairComparisonApi(Api):
+    """Which artifact of the pair to keep: every artifact with its size and its quality (original -> restored) on
+    a dataset, the Pareto front, and the smallest artifact within a quality tolerance."""
+
+    class FilterSerializer(serializers.Serializer):
+        dataset = serializers.IntegerField(required=False, help_text="default: the dataset most artifacts were "
+                                           "evaluated on")
+        tolerance_pct = serializers.FloatField(required=False, default=1.0, min_value=0.0,
+                                               help_text="perplexity may be this many % above the original")
+        tolerance_points = serializers.FloatField(required=False, default=0.5, min_value=0.0,
+                                                  help_text="accuracy may be this many points below the original")
+
+    class OutputSerializer(serializers.Serializer):
+        class RowSerializer(serializers.Serializer):
+            class ChangeSerializer(serializers.Serializer):
+                metric = serializers.CharField()
+                original = serializers.FloatField()
+                restored = serializers.FloatField()
+                delta = serializers.FloatField()
+
+            artifact_id = serializers.IntegerField()
+            job_id = serializers.IntegerField(allow_null=True)
+            codec = serializers.CharField()
+            options = serializers.JSONField()
+            lossless = serializers.BooleanField(allow_null=True)
+            bits_per_weight = serializers.FloatField(allow_null=True)
+            ratio = serializers.FloatField()
+            compressed_bytes = serializers.IntegerField()
+            original_bytes = serializers.IntegerField()
+            mb_per_s = serializers.FloatField(allow_null=True)
+            seconds = serializers.FloatField(allow_null=True)
+            verification = serializers.CharField()
+            score = serializers.FloatField(allow_null=True)
+            changes = ChangeSerializer(many=True)
+            raw_fallback = serializers.ListField(child=serializers.CharField())
+
+        class DatasetSerializer(serializers.Serializer):
+            id = serializers.IntegerField()
+            name = serializers.CharField()
+            kind = serializers.CharField()
+
+        pair_id = serializers.IntegerField()
+        weights = serializers.IntegerField()
+        dataset = DatasetSerializer(allow_null=True)
+        datasets = DatasetSerializer(many=True)
+        metric = serializers.CharField(allow_null=True)
+        higher_is_better = serializers.BooleanField()
+        original = serializers.JSONField(allow_null=True)
+        tolerance = serializers.JSONField()
+        rows = RowSerializer(many=True)
+        pareto = serializers.ListField(child=serializers.IntegerField())
+        within = serializers.ListField(child=serializers.IntegerField())
+        recommended = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        pair = pair_get(id=id, user=request.user)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        dataset = dataset_get(id=data["dataset"], team=pair.team) if data.get("dataset") else None
+        view = pair_comparison(pair=pair, dataset=dataset, tolerance_pct=data["tolerance_pct"],
+                               tolerance_points=data["tolerance_points"])
+        return Response(self.OutputSerializer(view).data)
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------

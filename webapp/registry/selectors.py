@@ -219,6 +219,7 @@ def pair_comparison(*, pair: Pair, dataset: Dataset | None = None, tolerance_pct
                        "from": "lossless: the original's scores"}
         rows.append({
             "artifact_id": artifact.pk, "job_id": artifact.job_id, "codec": artifact.codec_id,
+            "label": artifact.codec_label,
             "options": _options(artifact.codec_config), "lossless": lossless,
             "ratio": artifact.ratio, "compressed_bytes": artifact.compressed_bytes,
             "original_bytes": artifact.original_bytes,
@@ -226,6 +227,8 @@ def pair_comparison(*, pair: Pair, dataset: Dataset | None = None, tolerance_pct
             "mb_per_s": metrics.get("mb_per_s"), "seconds": metrics.get("seconds"),
             "verification": artifact.verification, "quality": quality,
             "score": (quality or {}).get("restored", {}).get(metric) if metric else None,
+            "changes": [{"metric": k, "original": quality["original"][k], "restored": quality["restored"][k],
+                         "delta": v} for k, v in (quality or {}).get("delta", {}).items()],
             "raw_fallback": [r.get("name") for r in (metrics.get("codec_report") or {}).get("raw_fallback", [])],
         })
     rows.sort(key=lambda r: -(r["ratio"] or 0))
