@@ -132,6 +132,7 @@ def bench_pair(base: Path, ft: Path, evaluate, *, codec_configs, work: Path, log
     weights = _count_weights(ft)
     log("scoring the original fine-tune")
     original = evaluate(ft)
+    log("original " + json.dumps(original))
     rows = []
     for label, config in codec_configs:
         log(f"{label}: {config}")
@@ -151,6 +152,7 @@ def bench_pair(base: Path, ft: Path, evaluate, *, codec_configs, work: Path, log
                      "relative_weight_error": report.get("relative_weight_error"),
                      "raw_fallback": [r["name"] for r in report.get("raw_fallback", [])],
                      "encode_s": round(encode_s, 2), "decode_s": round(decode_s, 2), "quality": quality})
+        log("row " + json.dumps(rows[-1]))  # each row as it comes: a long run cut short keeps what it measured
         artifact.unlink()
         shutil.rmtree(restored, ignore_errors=True)
     return {"weights": weights, "original": original, "rows": rows}
@@ -189,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sequence-classification pair and its labelled held-out file instead of SmolLM2")
     p.add_argument("--bits", default="3,4,5,6,8", help="bits per weight to measure (of 3,4,5,6,8)")
     p.add_argument("--no-delta", action="store_true", help="weights mode only")
+    p.add_argument("--only", default=None, help="comma-separated substrings: keep configs whose label contains one "
+                   "(e.g. 'weights,paper')")
     p.add_argument("--steps", type=int, default=20, help="AdamW steps of the SmolLM2 fine-tune")
     p.add_argument("--max-tokens", type=int, default=8192, help="held-out tokens for perplexity")
     p.add_argument("--max-examples", type=int, default=1000, help="held-out examples for accuracy")
@@ -212,6 +216,12 @@ def run(args: argparse.Namespace) -> dict:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    chosen = configs(bits, not args.no_delta)
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        chosen = [(label, config) for label, config in chosen if any(w in label for w in wanted)]
+    if not chosen:
+        raise ConfigError("no config left to benchmark (see --bits, --no-delta, --only)")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="modelcodecs-lossy-"))
     root.mkdir(parents=True, exist_ok=True)
     work = root / "work"
@@ -221,7 +231,7 @@ def run(args: argparse.Namespace) -> dict:
         base, ft, data = (Path(p) for p in args.classifier)
         cases.append({"name": f"classifier {ft.name} on {data.name}", **bench_pair(
             base, ft, lambda d: _scores(evaluate.evaluate_classification(d, data, max_examples=args.max_examples)),
-            codec_configs=configs(bits, not args.no_delta), work=work, log=log)})
+            codec_configs=chosen, work=work, log=log)})
     else:
         log("writing SmolLM2-135M-Instruct and the Python docs corpus")
         base = packaged.smollm2_folder(root / "smollm2")
@@ -232,7 +242,7 @@ def run(args: argparse.Namespace) -> dict:
                       f"(perplexity on the held-out topics, {args.max_tokens} tokens)", **bench_pair(
                           base, ft, lambda d: _scores(evaluate.evaluate_perplexity(d, heldout,
                                                                                    max_tokens=args.max_tokens)),
-                          codec_configs=configs(bits, not args.no_delta), work=work, log=log)})
+                          codec_configs=chosen, work=work, log=log)})
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPUs", "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
               "command": "modelcodecs bench lossy " + " ".join(args.argv), "cases": cases,
