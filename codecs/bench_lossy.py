@@ -140,10 +140,10 @@ def bench_pair(base: Path, ft: Path, evaluate, *, codec_configs, work: Path, log
         restored = work / f"{label}-restored"
         needs_base = config.get("on_delta", False)
         t = time.perf_counter()
-        summary = compress_model(ft, artifact, codec=config, base_dir=base if needs_base else None, threads=1)
+        summary = compress_model(ft, artifact, codec=config, base_dir=base if needs_base else None, threads=2)
         encode_s = time.perf_counter() - t
         t = time.perf_counter()
-        decompress_model(artifact, restored, base_dir=base if needs_base else None, threads=1)
+        decompress_model(artifact, restored, base_dir=base if needs_base else None, threads=2)
         decode_s = time.perf_counter() - t
         quality = evaluate(restored)
         report = summary.codec_report
