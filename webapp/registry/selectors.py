@@ -168,9 +168,10 @@ def _options(config: dict) -> dict:
     """The codec options that differ from the codec's defaults (what tells two artifacts of a codec apart)."""
     import modelcodecs
 
+    codec_id = (config or {}).get("id") or ""
     config = {k: v for k, v in (config or {}).items() if k != "id"}
     try:
-        defaults = {p.name: p.default for p in modelcodecs.get_codec_class(config.get("id") or "").params}
+        defaults = {p.name: p.default for p in modelcodecs.get_codec_class(codec_id).params}
     except modelcodecs.ModelCodecError:
         defaults = {}
     return {k: v for k, v in config.items() if k not in defaults or defaults[k] != v}
