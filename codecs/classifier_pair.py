@@ -122,7 +122,7 @@ def make_classifier_pair(out_dir: str | os.PathLike, *, steps: int = 150, batch_
         optimiser.step()
         optimiser.zero_grad()
         if progress is not None:
-            progress(step + 1, steps, f"fine-tuning (loss {float(loss):.3f})")
+            progress(step + 1, steps, f"fine-tuning (loss {loss.item():.3f})")
     model.eval().save_pretrained(ft_dir, safe_serialization=True)
     tokenizer.save_pretrained(ft_dir)
     return ClassifierPair(base_dir, ft_dir, heldout, info)

@@ -275,6 +275,8 @@ def test_evaluate_job_of_a_lossy_artifact_through_rest_streams_partial_scores(st
     status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "evaluate", "artifact": artifact_id,
                                                    "dataset": dataset["id"], "options": {"max_tokens": 512}})
     assert status == 201, job
+    done = api_wait(api_alice, job["id"], timeout=600)  # the worker loads torch and scores two models
+    assert done["status"] == "succeeded", done
     page.wait_for_function(
         f"window.__out.messages.some(m => m.type === 'job.update' && m.job.id === {job['id']} "
         f"&& m.job.status === 'succeeded')", timeout=JOB_TIMEOUT_MS)
