@@ -221,3 +221,15 @@ def test_model_round_trip_keeps_every_lossless_tensor_byte_identical(config, tmp
     assert quantised >= 3
     for name in ("README.md", "config.json", "tokenizer/tokenizer.json"):
         assert (tmp_path / "out" / name).read_bytes() == (ft_dir / name).read_bytes()
+
+
+def test_bench_configs_sit_at_their_bits_per_weight_and_speed_reports_the_numpy_baseline():
+    from modelcodecs.bench_lossy import HYPER_AT_BITS, configs, speed
+
+    for bits, (n, m) in HYPER_AT_BITS.items():
+        assert index_bits(n, m) == 2 * bits  # two weights per index: no bit of the index wasted
+    labels = [label for label, _ in configs()]
+    assert len(labels) == len(set(labels)) == 21 and "hyper-delta-8" in labels and "rtn-weights-3" in labels
+    result = speed((64, 128), repeat=1)
+    assert [r["codec"] for r in result["rows"]][0] == "numpy rtn-4 (baseline)"
+    assert all(r["encode_mweights_s"] > 0 and r["decode_mweights_s"] > 0 for r in result["rows"])
