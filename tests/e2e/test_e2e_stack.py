@@ -277,14 +277,16 @@ def test_evaluate_job_of_a_lossy_artifact_through_rest_streams_partial_scores(st
     assert status == 201, job
     done = api_wait(api_alice, job["id"], timeout=600)  # the worker loads torch and scores two models
     assert done["status"] == "succeeded", done
+    # while it ran, the socket carried its progress and its running scores
     page.wait_for_function(
         f"window.__out.messages.some(m => m.type === 'job.update' && m.job.id === {job['id']} "
-        f"&& m.job.status === 'succeeded')", timeout=JOB_TIMEOUT_MS)
+        f"&& m.job.status === 'running' && m.job.metrics.partial)", timeout=JOB_TIMEOUT_MS)
     updates = [m["job"] for m in page.evaluate("window.__out.messages")
                if m["type"] == "job.update" and m["job"]["id"] == job["id"]]
     partial = [u["metrics"]["partial"] for u in updates if u["status"] == "running" and "partial" in u["metrics"]]
     assert partial and "original" in partial[0] and "perplexity" in partial[0]["original"], partial
-    final = updates[-1]["metrics"]
+    assert any(0 < u["progress"] < 100 for u in updates), [u["progress"] for u in updates]
+    final = done["metrics"]
     assert final["original"]["perplexity"] > 1 and final["restored"]["perplexity"] > 1
     assert final["delta"]["perplexity"] == pytest.approx(final["restored"]["perplexity"]
                                                          - final["original"]["perplexity"])
