@@ -278,11 +278,10 @@ def test_evaluate_job_of_a_lossy_artifact_through_rest_streams_partial_scores(st
     done = api_wait(api_alice, job["id"], timeout=600)  # the worker loads torch and scores two models
     assert done["status"] == "succeeded", done
     # while it ran, the socket carried its progress and its running scores
-    page.wait_for_function(
-        f"window.__out.messages.some(m => m.type === 'job.update' && m.job.id === {job['id']} "
-        f"&& m.job.status === 'running' && m.job.metrics.partial)", timeout=JOB_TIMEOUT_MS)
-    updates = [m["job"] for m in page.evaluate("window.__out.messages")
-               if m["type"] == "job.update" and m["job"]["id"] == job["id"]]
+    messages = page.evaluate("window.__out.messages")
+    updates = [m["job"] for m in messages if m["type"] == "job.update" and m["job"]["id"] == job["id"]]
+    assert updates, ([(m["type"], m.get("job", {}).get("id"), m.get("job", {}).get("status")) for m in messages],
+                     page.evaluate("window.__out.closed"))
     partial = [u["metrics"]["partial"] for u in updates if u["status"] == "running" and "partial" in u["metrics"]]
     assert partial and "original" in partial[0] and "perplexity" in partial[0]["original"], partial
     assert any(0 < u["progress"] < 100 for u in updates), [u["progress"] for u in updates]
