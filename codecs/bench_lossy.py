@@ -172,7 +172,7 @@ def format_report(report: dict) -> str:
             q = row["quality"]
             cells = [f"{case['original'][k]:.4f} -> {q[k]:.4f} ({q[k] - case['original'][k]:+.4f})" for k in metrics]
             lines.append(f"| {row['label']} | {row['bits_per_weight']:.3f} | {row['ratio']:.2f} | "
-                         f"{row['relative_weight_error']:.4f} | " + " | ".join(cells)
+                         f"{row['relative_weight_error']:.3g} | " + " | ".join(cells)
                          + f" | {row['encode_s']} | {row['decode_s']} | {len(row['raw_fallback'])} |")
         lines.append("")
     if report.get("speed"):
