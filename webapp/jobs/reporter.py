@@ -59,6 +59,7 @@ class JobReporter:
         self._last_write: float | None = None
         self._last_cancel_check: float | None = None
         self._last_partial: float | None = None
+        self._partial_seen: set[str] = set()
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
@@ -135,13 +136,16 @@ class JobReporter:
 
     def partial(self, which: str, scores: dict) -> None:
         """Running scores of an evaluation (``which``: "original" or "restored"), kept on the row under
-        ``metrics["partial"]`` and published, at most every progress interval."""
+        ``metrics["partial"]`` and published: the first of each model at once, then at most every progress
+        interval."""
         with self._lock:
             self._partial[which] = scores
             metrics = {**(self.job.metrics or {}), "partial": dict(self._partial)}
             self.job.metrics = metrics
             now = time.monotonic()
-            if self._last_partial is not None and now - self._last_partial < self.interval:
+            first = which not in self._partial_seen  # the first scores of each model always go out
+            self._partial_seen.add(which)
+            if not first and self._last_partial is not None and now - self._last_partial < self.interval:
                 return
             self._last_partial = now
             Job.objects.filter(pk=self.job.pk).update(metrics=metrics)
