@@ -60,6 +60,7 @@ class JobReporter:
         self._last_cancel_check: float | None = None
         self._last_partial: float | None = None
         self._partial_seen: set[str] = set()
+        self._partial: dict[str, dict] = {}
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
