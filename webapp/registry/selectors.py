@@ -220,7 +220,7 @@ def pair_comparison(*, pair: Pair, dataset: Dataset | None = None, tolerance_pct
                        "from": "lossless: the original's scores"}
         rows.append({
             "artifact_id": artifact.pk, "job_id": artifact.job_id, "codec": artifact.codec_id,
-            "label": artifact.codec_label,
+            "label": artifact.codec_label, "codec_options": artifact.codec_options,
             "options": _options(artifact.codec_config), "lossless": lossless,
             "ratio": artifact.ratio, "compressed_bytes": artifact.compressed_bytes,
             "original_bytes": artifact.original_bytes,
