@@ -283,5 +283,5 @@ def evaluate_classification(model_dir: str | os.PathLike, data_path: str | os.Pa
 
 
 __all__ = ["LABELLED_FORMATS", "classification_scores", "classifier_labels", "count_tokens",
-           "evaluate_classification", "evaluate_perplexity", "label_ids", "labelled_dataset_info", "labelled_format", "read_labelled",
-           "read_tokens"]
+           "evaluate_classification", "evaluate_perplexity", "label_ids", "labelled_dataset_info", "labelled_format",
+           "read_labelled", "read_tokens"]

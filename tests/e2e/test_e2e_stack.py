@@ -257,7 +257,8 @@ def test_evaluate_job_of_a_lossy_artifact_through_rest_streams_partial_scores(st
     partial scores, and the result (original -> restored) reaches the artifact and the pair comparison."""
     from modelcodecs.synthetic import make_tiny_transformer_pair
 
-    tiny = make_tiny_transformer_pair(stack.models_root / "e2e-llm", steps=2, base_steps=2, n_layer=1, d_model=16,
+    tiny = make_tiny_transformer_pair(stack.models_root / "acme" / "e2e-llm",  # the team's own folder
+                                      steps=2, base_steps=2, n_layer=1, d_model=16,
                                       vocab_size=300, seq_len=32, batch_size=2)
     pair_id = api_pair(api_alice, stack, "eval-pair", tiny.base, tiny.finetuned)
     status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "pair": pair_id,
