@@ -19,13 +19,17 @@ from .errors import (
 )
 from .bitdelta import BitDeltaCodec
 from .fmdelta import FMDeltaCodec, FMDeltaNoBaseCodec
+from .hyper import HyperCodec
 from .registry import get_codec, get_codec_class, list_codecs, register_codec
+from .rtn import RTNCodec
 
 register_codec(FMDeltaCodec)
 register_codec(FMDeltaNoBaseCodec)
 register_codec(ZstdCodec)
 register_codec(XorZstdCodec)
 register_codec(BitDeltaCodec)
+register_codec(HyperCodec)
+register_codec(RTNCodec)
 
 from .hfio import compare_models, read_model_info  # noqa: E402
 from .pipeline import compress_model, decode_tensor, decompress_model, inspect_artifact, verify_artifact  # noqa: E402

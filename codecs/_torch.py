@@ -56,9 +56,11 @@ def load_tokenizer(model_dir: str | os.PathLike):
 
 
 def load_model(model_dir: str | os.PathLike, *, auto_class: str = "AutoModelForCausalLM", device: str = "auto",
-               dtype: str = "auto"):
+               dtype: str = "auto", require_all_weights: bool = False):
     """Load a transformers model folder (safetensors or ``weights_only`` .bin: nothing is unpickled) on
-    ``device``, in evaluation mode. ``auto_class`` names the transformers Auto class (the model's head)."""
+    ``device``, in evaluation mode. ``auto_class`` names the transformers Auto class (the model's head).
+    ``require_all_weights``: refuse a folder that lacks weights the class needs (transformers would initialise
+    them randomly, e.g. a classification head on a causal LM)."""
     offline()
     import transformers
 
@@ -66,8 +68,14 @@ def load_model(model_dir: str | os.PathLike, *, auto_class: str = "AutoModelForC
     device = resolve_device(device)
     loader = getattr(transformers, auto_class)
     try:
-        model = loader.from_pretrained(model_dir, dtype=dtype, low_cpu_mem_usage=True)
+        model, info = loader.from_pretrained(model_dir, dtype=dtype, low_cpu_mem_usage=True,
+                                             output_loading_info=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelFormatError(f"{model_dir}: cannot load it as {auto_class.removeprefix('AutoModelFor')} "
                                f"({exc})") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if require_all_weights and missing:
+        raise ModelFormatError(f"{model_dir}: has no weights for {', '.join(missing[:5])}"
+                               f"{' ...' if len(missing) > 5 else ''}: loading it as "
+                               f"{auto_class.removeprefix('AutoModelFor')} would initialise them randomly")
     return model.to(device).eval()

@@ -207,6 +207,11 @@ class Codec(ABC):
         checked). A lossy codec that codes some tensors losslessly says which."""
         return self.lossless
 
+    def encode_report(self) -> dict:
+        """What the codec wants said about the last model it encoded (lossy codecs: tensors stored raw, weight
+        error); the pipeline puts it in the compress summary as ``codec_report``. The default says nothing."""
+        return {}
+
     # -- tensor-level interface ---------------------------------------------------------------------------------
     @abstractmethod
     def encode_tensor(self, spec: TensorSpec, data: memoryview, base: memoryview | None, *, threads: int = 1,

@@ -578,6 +578,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lossy"]:  # hyper and rtn: bits per weight against quality (modelcodecs.bench_lossy)
+        from . import bench_lossy
+
+        return bench_lossy.main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     if args.nobase:

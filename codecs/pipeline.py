@@ -61,6 +61,7 @@ class CompressSummary:
     peak_rss_bytes: int
     bytes_by_coder: dict = field(default_factory=dict)
     prepared: dict = field(default_factory=dict)  # what the codec's prepare() reported (e.g. the distillation)
+    codec_report: dict = field(default_factory=dict)
     counted: str = "original = every file of the fine-tuned folder; compressed = the whole artifact file"
 
     def as_dict(self) -> dict:
@@ -331,7 +332,7 @@ def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, thr
         compressed_bytes=compressed, ratio=round(original / compressed, 4) if compressed else 0.0,
         tensors=len(encoder.records), files=len(files), deduplicated_tensors=encoder.duplicates,
         seconds=round(seconds, 3), mb_per_s=_mb_per_s(original, seconds), peak_rss_bytes=peak_rss(),
-        bytes_by_coder=encoder.bytes_by_coder, prepared=prepared)
+        bytes_by_coder=encoder.bytes_by_coder, prepared=prepared, codec_report=codec.encode_report())
 
 
 @dataclass

@@ -203,3 +203,36 @@ def test_bitdelta_artifacts_of_earlier_versions_restore_the_same_bytes(name, fam
         (root / "restored.sha256").read_text()
     assert (out / "config.json").read_bytes() == (root / "finetuned" / "config.json").read_bytes()
     assert "signs" in {c for t in modelcodecs.inspect_artifact(artifact)["tensor_list"] for c in t["coders"]}
+# Lossy codecs: their decoded values are part of the wire format too, so the first run stores the decoded bytes
+# beside the encoding and later runs must decode the stored encoding to exactly those bytes.
+LOSSY_CODECS = [{"id": "hyper", "n": 63, "M": 3, "auto_l": True, "chunk_elements": 4096},
+                {"id": "hyper", "l": 0.05, "n": 100, "M": 2, "trajectory": "winding", "on_delta": True},
+                {"id": "rtn", "bits": 3, "granularity": "group", "group_size": 32},
+                {"id": "rtn", "bits": 6, "on_delta": True, "chunk_elements": 4096}]
+
+
+def _lossy_inputs() -> list[tuple[TensorSpec, bytes, bytes]]:
+    """The shared inputs (their floats hold NaN/Inf: stored raw) plus finite >= 2-D float tensors."""
+    rng = np.random.default_rng(20261202)
+    cases = _inputs()
+    for dtype, shape in [("F32", (96, 64)), ("BF16", (40, 33)), ("F16", (16, 64)), ("F64", (9, 7))]:
+        base = rng.standard_t(6, int(np.prod(shape))) * 0.02
+        tuned = base + rng.normal(0, 1e-3, base.size)
+        cases.append((TensorSpec(f"t{len(cases)}", dtype, shape), _bits(tuned, dtype), _bits(base, dtype)))
+    return cases
+
+
+@pytest.mark.parametrize("config", LOSSY_CODECS, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_lossy_encodings_of_earlier_versions_decode_to_the_same_values(config):
+    codec = modelcodecs.get_codec(config)
+    folder = _folder(config)
+    _write_once(folder / "config.json", json.dumps(config, sort_keys=True).encode())
+    for i, (spec, tuned, base) in enumerate(_lossy_inputs()):
+        given = memoryview(base) if codec.needs_base else None
+        stored_base = _write_once(folder / f"base.{i:02d}.bin", base)
+        encoded = pack_chunks(spec, list(codec.encode_tensor(spec, memoryview(tuned), given)))
+        stored_spec, chunks = unpack_chunks(_write_once(folder / f"encoded.{i:02d}.dat", encoded))
+        out = bytearray(stored_spec.nbytes)
+        codec.decode_tensor(stored_spec, chunks, memoryview(stored_base) if codec.needs_base else None,
+                            memoryview(out))
+        assert bytes(out) == _write_once(folder / f"decoded.{i:02d}.bin", bytes(out))

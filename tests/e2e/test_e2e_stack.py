@@ -250,3 +250,48 @@ def test_cancel_takes_effect_within_seconds(stack, accounts, api_alice, big_pair
     # Nothing partial is left in the artifacts storage.
     after = {p for p in artifacts_dir.rglob("*") if p.is_file()} if artifacts_dir.exists() else set()
     assert after == before
+
+
+def test_evaluate_job_of_a_lossy_artifact_through_rest_streams_partial_scores(stack, accounts, api_alice, context):
+    """A real tiny Llama pair: rtn-8 artifact, then an evaluate job over REST; the socket sees the job run with
+    partial scores, and the result (original -> restored) reaches the artifact and the pair comparison."""
+    from modelcodecs.synthetic import make_tiny_transformer_pair
+
+    tiny = make_tiny_transformer_pair(stack.models_root / "acme" / "e2e-llm",  # the team's own folder
+                                      steps=2, base_steps=2, n_layer=1, d_model=16,
+                                      vocab_size=300, seq_len=32, batch_size=2)
+    pair_id = api_pair(api_alice, stack, "eval-pair", tiny.base, tiny.finetuned)
+    status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "pair": pair_id,
+                                                   "codec_config": {"id": "rtn", "bits": 8}})
+    assert status == 201, job
+    artifact_id = api_wait(api_alice, job["id"])["artifact_id"]
+    status, dataset = api_alice.post("/api/v1/datasets/", {"team": "acme", "name": "eval-text",
+                                                           "path": str(tiny.dataset)})
+    assert status == 201 and dataset["kind"] == "text", dataset
+
+    page = context.new_page()
+    page.goto("/login/")
+    state = page.evaluate(WS_COLLECT, [f"/ws/teams/acme/jobs/?token={accounts['alice']['token']}"])
+    assert state["opened"], state
+    status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "evaluate", "artifact": artifact_id,
+                                                   "dataset": dataset["id"], "options": {"max_tokens": 512}})
+    assert status == 201, job
+    done = api_wait(api_alice, job["id"], timeout=600)  # the worker loads torch and scores two models
+    assert done["status"] == "succeeded", done
+    # while it ran, the socket carried its progress and its running scores
+    messages = page.evaluate("window.__out.messages")
+    updates = [m["job"] for m in messages if m["type"] == "job.update" and m["job"]["id"] == job["id"]]
+    assert updates, ([(m["type"], m.get("job", {}).get("id"), m.get("job", {}).get("status")) for m in messages],
+                     page.evaluate("window.__out.closed"))
+    partial = [u["metrics"]["partial"] for u in updates if u["status"] == "running" and "partial" in u["metrics"]]
+    assert partial and "original" in partial[0] and "perplexity" in partial[0]["original"], partial
+    assert any(0 < u["progress"] < 100 for u in updates), [u["progress"] for u in updates]
+    final = done["metrics"]
+    assert final["original"]["perplexity"] > 1 and final["restored"]["perplexity"] > 1
+    assert final["delta"]["perplexity"] == pytest.approx(final["restored"]["perplexity"]
+                                                         - final["original"]["perplexity"])
+    status, comparison = api_alice.get(f"/api/v1/pairs/{pair_id}/comparison/")
+    assert status == 200 and comparison["metric"] == "perplexity", comparison
+    row = next(r for r in comparison["rows"] if r["artifact_id"] == artifact_id)
+    assert row["codec"] == "rtn" and row["changes"][0]["metric"] == "perplexity"
+    assert 8 <= row["bits_per_weight"] < 40  # int-8 weights, 1-D tensors kept lossless, configs and tokenizer

@@ -55,10 +55,13 @@ def _fmt(value: float) -> str:
 
 def ratio_quality_svg(points: list[Point], *, reference_x: float | None = None, width: int = 640,
                       height: int = 320, x_label: str = "perplexity (lower is better)",
-                      y_label: str = "compression ratio (higher is better)") -> str:
+                      y_label: str = "compression ratio (higher is better)", pareto: list[Point] | None = None,
+                      highlight: Point | None = None) -> str:
     """Return an inline ``<svg>`` with one dot per point, or an empty string when there is nothing to plot.
 
-    ``reference_x`` (e.g. the fine-tuned model's own perplexity) is drawn as a dashed vertical line.
+    ``reference_x`` (e.g. the fine-tuned model's own perplexity) is drawn as a dashed vertical line, the
+    ``pareto`` points are joined by a line (the Pareto front), and ``highlight`` gets a ring (the recommended
+    artifact).
     """
     points = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
     if not points:
@@ -101,10 +104,20 @@ def ratio_quality_svg(points: list[Point], *, reference_x: float | None = None, 
                  f'{escape(x_label)}</text>')
     parts.append(f'<text class="label" transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" '
                  f'text-anchor="middle">{escape(y_label)}</text>')
+    front = [p for p in (pareto or []) if math.isfinite(p.x) and math.isfinite(p.y)]
+    if len(front) > 1:
+        path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in sorted(front, key=lambda p: (p.y, p.x)))
+        parts.append(f'<polyline class="pareto" points="{path}" fill="none" stroke="#868e96" '
+                     f'stroke-dasharray="5 3"><title>Pareto front</title></polyline>')
+    if highlight is not None and math.isfinite(highlight.x) and math.isfinite(highlight.y):
+        parts.append(f'<circle class="recommended" cx="{sx(highlight.x):.1f}" cy="{sy(highlight.y):.1f}" r="11" '
+                     f'fill="none" stroke="#f59f00" stroke-width="3"><title>smallest within tolerance: '
+                     f'{escape(highlight.label)}</title></circle>')
     for p in points:
         x, y = sx(p.x), sy(p.y)
         parts.append(f'<circle class="pt" cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{colours[p.group]}">'
-                     f'<title>{escape(p.label)}: ratio {p.y:.3f}, perplexity {p.x:.3f}</title></circle>')
+                     f'<title>{escape(p.label)}: ratio {p.y:.3f}, {escape(x_label.split(" (")[0])} {p.x:.4g}</title>'
+                     '</circle>')
         anchor, dx = ("end", -9) if x > left + plot_w * 0.8 else ("start", 9)
         parts.append(f'<text class="pt-label" x="{x + dx:.1f}" y="{y + 4:.1f}" text-anchor="{anchor}">'
                      f'{escape(p.label)}</text>')

@@ -7,6 +7,7 @@ from django import forms
 import modelcodecs
 
 from webapp.dashboard.codec_fields import codec_config_from, codec_form_fields
+from webapp.registry.models import Dataset
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -69,14 +70,28 @@ class PairCreateForm(forms.Form):
             self.initial.setdefault("base", ids[1])
 
 
+DATASET_KIND_HELP = ("Text: perplexity and next-token accuracy of a causal LM. Labelled: a CSV (header row) or "
+                     "JSONL file with 'text' and 'label' fields, for a sequence classifier's accuracy and macro-F1.")
+
+
 class DatasetPathForm(forms.Form):
     name = forms.CharField(max_length=200)
     path = forms.CharField(max_length=1024, help_text="A UTF-8 text file on the server, inside the allowed roots.")
+    kind = forms.ChoiceField(choices=Dataset.Kind.choices, initial=Dataset.Kind.TEXT, required=False,
+                             help_text=DATASET_KIND_HELP)
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or Dataset.Kind.TEXT
 
 
 class DatasetUploadForm(forms.Form):
     name = forms.CharField(max_length=200)
     file = forms.FileField(help_text="A UTF-8 text file.")
+    kind = forms.ChoiceField(choices=Dataset.Kind.choices, initial=Dataset.Kind.TEXT, required=False,
+                             help_text=DATASET_KIND_HELP)
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or Dataset.Kind.TEXT
 
 
 class ArtifactImportForm(forms.Form):
@@ -84,7 +99,7 @@ class ArtifactImportForm(forms.Form):
 
 
 KIND_CHOICES = [("compress", "Compress a pair"), ("decompress", "Decompress and verify an artifact"),
-                ("evaluate", "Evaluate perplexity (model or artifact)")]
+                ("evaluate", "Evaluate quality (model or artifact; perplexity or accuracy by dataset kind)")]
 QUEUE_CHOICES = [("auto", "Auto (GPU for model-running work when a GPU worker is live)"), ("cpu", "CPU worker"),
                  ("gpu", "GPU worker")]
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import wraps
 
 import modelcodecs
@@ -25,7 +26,7 @@ from webapp.dashboard.charts import Point, ratio_quality_svg
 from webapp.dashboard.forms import (ArtifactImportForm, DatasetPathForm, DatasetUploadForm, InvitationForm, JobForm,
                                     JobSearchForm, MemberRoleForm, ModelPathForm, ModelUploadForm, PairCreateForm,
                                     TeamCreateForm)
-from webapp.dashboard.selectors import api_token_get, current_team, model_perplexity, pair_comparison
+from webapp.dashboard.selectors import api_token_get, current_team, model_perplexity
 from webapp.dashboard.services import api_token_create, api_token_revoke
 from webapp.jobs.models import Job
 from webapp.jobs.runners import job_restored_dir
@@ -33,8 +34,8 @@ from webapp.jobs.selectors import job_get, job_list, job_restored_expires_at
 from webapp.jobs.services import job_cancel, job_delete, job_pin, job_retry, job_submit
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user, worker_queues_online
 from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get, dataset_list, model_changes,
-                                       model_delete_impact, model_get, model_list, pair_delete_impact, pair_get,
-                                       pair_list)
+                                       model_delete_impact, model_get, model_list, pair_comparison, pair_delete_impact,
+                                       pair_get, pair_list)
 from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_import, artifact_open,
                                       dataset_delete, dataset_register_from_path, dataset_upload, model_delete,
                                       model_register_from_path, model_register_upload, model_rescan, pair_create,
@@ -303,19 +304,47 @@ def pair_list_view(request, team):
     return _render(request, "dashboard/pair_list.html", {"rows": rows, "form": form, "models": models})
 
 
+def _tolerance(request) -> tuple[float, float]:
+    """The user's tolerance from the query string (perplexity +pct %, accuracy -points), defaults 1 % / 0.5."""
+    values = []
+    for key, default in (("tolerance_pct", 1.0), ("tolerance_points", 0.5)):
+        try:
+            value = float(request.GET.get(key, default))
+        except ValueError:
+            value = default
+        values.append(value if math.isfinite(value) and value >= 0 else default)
+    return values[0], values[1]
+
+
 @login_required
 def pair_detail(request, pk: int):
     pair = pair_get(id=pk, user=request.user)
-    rows = pair_comparison(pair=pair)
-    points = [Point(r["label"] if r["label"] != r["codec"] else r["artifact"].codec_label, r["codec"], r["perplexity"],
-                    r["ratio"]) for r in rows if r["perplexity"] is not None]
-    reference = model_perplexity(team=pair.team, model_id=pair.finetuned_id)
+    tolerance_pct, tolerance_points = _tolerance(request)
+    dataset = None
+    if request.GET.get("dataset", "").isdigit():
+        dataset = dataset_list(team=pair.team).filter(pk=int(request.GET["dataset"])).first()
+    view = pair_comparison(pair=pair, dataset=dataset, tolerance_pct=tolerance_pct,
+                           tolerance_points=tolerance_points)
+    metric = view["metric"]
+    points = [Point(f"{r['label']} #{r['artifact_id']}", r["codec"], r["score"], r["ratio"])
+              for r in view["rows"] if r["score"] is not None]
+    pareto = [p for p, r in zip(points, [r for r in view["rows"] if r["score"] is not None])
+              if r["artifact_id"] in view["pareto"]]
+    recommended = next((p for p, r in zip(points, [r for r in view["rows"] if r["score"] is not None])
+                        if r["artifact_id"] == view["recommended"]), None)
+    reference = (view["original"] or {}).get(metric) if metric else None
+    direction = "higher" if view["higher_is_better"] else "lower"
     return _render(request, "dashboard/pair_detail.html", {
         "pair": pair,
-        "rows": rows,
-        "chart": ratio_quality_svg(points, reference_x=reference),
-        "unevaluated": sum(1 for r in rows if r["perplexity"] is None),
-        "reference_perplexity": reference,
+        "view": view,
+        "rows": view["rows"],
+        "chart": ratio_quality_svg(points, reference_x=reference, pareto=pareto, highlight=recommended,
+                                   x_label=f"{metric} ({direction} is better)") if metric else "",
+        "unevaluated": sum(1 for r in view["rows"] if r["score"] is None),
+        # the reference rows: the base's and the fine-tune's own perplexity (BitDelta compares Initial/distilled)
+        "reference_perplexity": (view["original"] or {}).get("perplexity")
+        if isinstance((view["original"] or {}).get("perplexity"), (int, float))
+        else model_perplexity(team=pair.team, model_id=pair.finetuned_id),
         "base_perplexity": model_perplexity(team=pair.team, model_id=pair.base_id),
         "jobs": job_list(team=pair.team, filters={"pair": pair.pk})[:RECENT_JOBS],
         "report": pair.report or {},

@@ -59,6 +59,9 @@ class JobReporter:
         self._last_write: float | None = None
         self._last_cancel_check: float | None = None
         self._last_metrics_write: float | None = None
+        self._last_partial: float | None = None
+        self._partial_seen: set[str] = set()
+        self._partial: dict[str, dict] = {}
         self._cancel_seen = False
         self._lines: list[str] = job.log_tail.splitlines()[-LOG_TAIL_LINES:] if job.log_tail else []
         self._stage = job.stage
@@ -86,7 +89,10 @@ class JobReporter:
             self.job.progress = min(round(progress, 3), 100.0)
             if stage:
                 self.job.stage = stage[:200]
-            self.job.metrics = {**self.training_metrics(), **self._live_metrics(done, total, now)}
+            live = {**self.training_metrics(), **self._live_metrics(done, total, now)}
+            if self._partial:  # an evaluation's running scores stay beside the live figures
+                live["partial"] = dict(self._partial)
+            self.job.metrics = live
             self.flush()
 
     def _live_metrics(self, done: int, total: int, now: float) -> dict:
@@ -155,6 +161,23 @@ class JobReporter:
         """The training curve recorded so far, to keep in the job's final metrics."""
         metrics = self.job.metrics if isinstance(self.job.metrics, dict) else {}
         return {k: metrics[k] for k in ("training_loss", "training_step", "training_steps") if k in metrics}
+
+    def partial(self, which: str, scores: dict) -> None:
+        """Running scores of an evaluation (``which``: "original" or "restored"), kept on the row under
+        ``metrics["partial"]`` and published: the first of each model at once, then at most every progress
+        interval."""
+        with self._lock:
+            self._partial[which] = scores
+            metrics = {**(self.job.metrics or {}), "partial": dict(self._partial)}
+            self.job.metrics = metrics
+            now = time.monotonic()
+            first = which not in self._partial_seen  # the first scores of each model always go out
+            self._partial_seen.add(which)
+            if not first and self._last_partial is not None and now - self._last_partial < self.interval:
+                return
+            self._last_partial = now
+            Job.objects.filter(pk=self.job.pk).update(metrics=metrics)
+            job_progress_publish(job=self.job)
 
     # cancel --------------------------------------------------------------------------------------------------
     def cancelled(self) -> bool:

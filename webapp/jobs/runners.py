@@ -12,6 +12,7 @@ the life cycle removes after a failure, a cancel or a dead worker.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -172,7 +173,8 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
                 original_bytes=int(summary["original_bytes"]),
                 compressed_bytes=int(summary["compressed_bytes"]),
                 ratio=float(summary["ratio"]),
-                metrics={k: summary[k] for k in ("mb_per_s", "seconds", "peak_rss_bytes", "tensors", "files")},
+                metrics={**{k: summary[k] for k in ("mb_per_s", "seconds", "peak_rss_bytes", "tensors", "files",
+                                                    "codec_report")}, "lossless": codec.lossless},
                 sha256=file_sha256(tmp_path)[1],
             )
             artifact.full_clean()
@@ -309,50 +311,132 @@ def _run_decompress(*, job: Job, reporter: JobReporter) -> dict:
 
 
 # ---- evaluate ------------------------------------------------------------------------------------------------
+# what each dataset kind measures, and the options of the evaluator that change its result (part of the cache key)
+EVALUATION_OPTIONS = {Dataset.Kind.TEXT: ("max_tokens",), Dataset.Kind.LABELLED: ("max_examples",)}
+HIGHER_IS_BETTER = {"perplexity": False, "top1_accuracy": True, "accuracy": True, "macro_f1": True}
+
+
+def _evaluated_model(inputs: JobInputs) -> ModelEntry | None:
+    """The model whose quality an evaluate job measures: the model, or the artifact's fine-tune."""
+    if inputs.model is not None:
+        return inputs.model
+    return inputs.artifact.pair.finetuned if inputs.artifact is not None and inputs.artifact.pair else None
+
+
 def _check_evaluate(inputs: JobInputs) -> JobInputs:
     if inputs.dataset is None:
         raise ApplicationError("An evaluate job needs a dataset.")
     if (inputs.model is None) == (inputs.artifact is None):
         raise ApplicationError("An evaluate job needs exactly one of a model or an artifact.")
-    return _artifact_inputs(inputs) if inputs.artifact is not None else inputs
+    inputs = _artifact_inputs(inputs) if inputs.artifact is not None else inputs
+    if inputs.dataset.kind == Dataset.Kind.LABELLED:
+        from modelcodecs.evaluate import classifier_labels, label_ids, read_labelled
+
+        model = _evaluated_model(inputs)
+        if model is None:
+            raise ApplicationError("An accuracy job on an artifact needs the artifact's pair (its fine-tune).")
+        try:
+            labels = classifier_labels(model.path)
+            label_ids(read_labelled(inputs.dataset.path), labels, inputs.dataset.name)
+        except modelcodecs.ModelCodecError as exc:
+            raise ApplicationError(f"Cannot measure accuracy of {model.name} on {inputs.dataset.name}: {exc}",
+                                   extra={"model": model.pk, "dataset": inputs.dataset.pk}) from exc
+    return inputs
+
+
+def _score_key(dataset: Dataset, options: dict) -> str:
+    used = {k: options[k] for k in EVALUATION_OPTIONS[dataset.kind] if options.get(k)}
+    return f"{dataset.pk}:{dataset.sha256}:{json.dumps(used, sort_keys=True)}"
+
+
+def _score(*, model_dir: Path, dataset: Dataset, options: dict, reporter: JobReporter, which: str) -> dict:
+    """Score one model folder on the dataset with the evaluator its kind calls for; running scores stream to the
+    job's row (``metrics.partial.<which>``) as they come."""
+    from modelcodecs import evaluate  # imports torch lazily, only here
+
+    kwargs = {k: options[k] for k in EVALUATION_OPTIONS[dataset.kind] if options.get(k)}
+    partial = lambda scores: reporter.partial(which, scores)  # noqa: E731
+    reporter.unit = "examples" if dataset.kind == Dataset.Kind.LABELLED else "tokens"
+    if dataset.kind == Dataset.Kind.LABELLED:
+        reporter.stage(f"evaluating accuracy of the {which} model")
+        result = evaluate.evaluate_classification(str(model_dir), str(dataset.path), progress=reporter,
+                                                  cancel=reporter.cancelled, partial=partial, **kwargs)
+    else:
+        reporter.stage(f"evaluating perplexity of the {which} model")
+        result = evaluate.evaluate_perplexity(str(model_dir), str(dataset.path), progress=reporter,
+                                              cancel=reporter.cancelled, partial=partial, **kwargs)
+    return _jsonable(result)
+
+
+def _original_scores(*, model: ModelEntry, dataset: Dataset, options: dict, reporter: JobReporter) -> dict:
+    """The fine-tune's own scores, cached on the model per dataset (and its content) and evaluator options."""
+    key = _score_key(dataset, options)
+    cached = (model.scores or {}).get(key)
+    if cached:
+        reporter.log(f"original scores of {model.name} on {dataset.name}: cached")
+        return cached
+    scores = _score(model_dir=Path(model.path), dataset=dataset, options=options, reporter=reporter,
+                    which="original")
+    with transaction.atomic():
+        row = ModelEntry.objects.select_for_update().get(pk=model.pk)
+        row.scores = {**(row.scores or {}), key: scores}
+        row.save(update_fields=["scores"])
+    return scores
+
+
+def quality_delta(original: dict, restored: dict) -> dict:
+    """restored - original for every score both have."""
+    return {k: restored[k] - original[k] for k in HIGHER_IS_BETTER
+            if isinstance(original.get(k), (int, float)) and isinstance(restored.get(k), (int, float))}
 
 
 def _run_evaluate(*, job: Job, reporter: JobReporter) -> dict:
-    from modelcodecs import evaluate  # imports torch lazily, only here
-
     dataset = job.dataset
     if dataset is None:
         raise ApplicationError("The job's dataset was deleted.")
     if not Path(dataset.path).is_file():
         raise ApplicationError(f"The dataset file {dataset.path} is missing.")
+    options = job.options or {}
+    started = time.perf_counter()
     try:
         if job.artifact is not None:
+            finetuned = job.artifact.pair.finetuned if job.artifact.pair else None
+            if finetuned is None:
+                raise ApplicationError("The artifact's pair was deleted: there is no original to compare with.")
+            require_unchanged(finetuned)
+            # restore (and check against the registry) first: nothing is scored for an artifact that fails
             model_dir = job_work_dir(job) / "restored"
             shutil.rmtree(job_work_dir(job), ignore_errors=True)
-            reporter.set_span(0.0, 50.0)
+            reporter.set_span(0.0, 20.0)
             reporter.log(f"restoring artifact #{job.artifact.pk} for evaluation")
+            reporter.unit = "bytes"
             restore_artifact(job=job, artifact=job.artifact, out_dir=model_dir, reporter=reporter)
+            reporter.set_span(20.0, 50.0)
+            original = _original_scores(model=finetuned, dataset=dataset, options=options, reporter=reporter)
             reporter.set_span(50.0, 100.0)
+            restored = _score(model_dir=model_dir, dataset=dataset, options=options, reporter=reporter,
+                              which="restored")
         elif job.model is not None:
             require_unchanged(job.model)
-            model_dir = Path(job.model.path)
+            original = restored = _original_scores(model=job.model, dataset=dataset, options=options,
+                                                   reporter=reporter)
         else:
             raise ApplicationError("The job's model or artifact was deleted.")
-        reporter.stage("evaluating perplexity")
-        reporter.unit = "tokens"
-        options = {"max_tokens": job.options["max_tokens"]} if (job.options or {}).get("max_tokens") else {}
-        started = time.perf_counter()
-        result = evaluate.evaluate_perplexity(str(model_dir), str(dataset.path), progress=reporter,
-                                              cancel=reporter.cancelled, **options)
-        seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(job_work_dir(job), ignore_errors=True)
-    metrics = _jsonable(result)
-    metrics["perplexity"] = float(metrics["perplexity"])
-    metrics.setdefault("seconds", round(seconds, 3))
+    delta = quality_delta(original, restored)
+    metrics = {**restored, "dataset": dataset.name, "dataset_kind": dataset.kind, "original": original,
+               "restored": restored, "delta": delta, "seconds": round(time.perf_counter() - started, 3)}
     if job.artifact is not None:
-        Artifact.objects.filter(pk=job.artifact.pk).update(perplexity=metrics["perplexity"])
-    reporter.log(f"perplexity {metrics['perplexity']:.4f}")
+        with transaction.atomic():
+            artifact = Artifact.objects.select_for_update().get(pk=job.artifact.pk)
+            artifact.quality = {**(artifact.quality or {}), str(dataset.pk): {
+                "dataset": dataset.name, "kind": dataset.kind, "original": original, "restored": restored,
+                "delta": delta, "job_id": job.pk}}
+            if isinstance(restored.get("perplexity"), (int, float)):
+                artifact.perplexity = float(restored["perplexity"])
+            artifact.save(update_fields=["quality", "perplexity"])
+    reporter.log(", ".join(f"{k} {original[k]:.4f} -> {restored[k]:.4f} ({v:+.4f})" for k, v in delta.items()))
     return metrics
 
 

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from webapp.core.apis import Api, paginated
 from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
 from webapp.core.teams_api import request_team_filter, request_team_for_write
+from webapp.registry.models import Dataset
 from webapp.registry.selectors import (
     artifact_get,
     artifact_list,
@@ -16,6 +17,7 @@ from webapp.registry.selectors import (
     model_changes,
     model_get,
     model_list,
+    pair_comparison,
     pair_get,
     pair_list,
 )
@@ -283,6 +285,73 @@ class PairItemApi(PairDetailApi, PairDeleteApi):
     """``GET`` shows (PairDetailApi), ``DELETE`` deletes (PairDeleteApi)."""
 
 
+class PairComparisonApi(Api):
+    """Which artifact of the pair to keep: every artifact with its size and its quality (original -> restored) on
+    a dataset, the Pareto front, and the smallest artifact within a quality tolerance."""
+
+    class FilterSerializer(serializers.Serializer):
+        dataset = serializers.IntegerField(required=False, help_text="default: the dataset most artifacts were "
+                                           "evaluated on")
+        tolerance_pct = serializers.FloatField(required=False, default=1.0, min_value=0.0,
+                                               help_text="perplexity may be this many % above the original")
+        tolerance_points = serializers.FloatField(required=False, default=0.5, min_value=0.0,
+                                                  help_text="accuracy may be this many points below the original")
+
+    class OutputSerializer(serializers.Serializer):
+        class RowSerializer(serializers.Serializer):
+            class ChangeSerializer(serializers.Serializer):
+                metric = serializers.CharField()
+                original = serializers.FloatField()
+                restored = serializers.FloatField()
+                delta = serializers.FloatField()
+
+            artifact_id = serializers.IntegerField()
+            job_id = serializers.IntegerField(allow_null=True)
+            codec = serializers.CharField()
+            label = serializers.CharField(help_text="codec with its options; BitDelta: initial or distilled")
+            options = serializers.JSONField()
+            lossless = serializers.BooleanField(allow_null=True)
+            bits_per_weight = serializers.FloatField(allow_null=True)
+            ratio = serializers.FloatField()
+            compressed_bytes = serializers.IntegerField()
+            original_bytes = serializers.IntegerField()
+            mb_per_s = serializers.FloatField(allow_null=True)
+            seconds = serializers.FloatField(allow_null=True)
+            verification = serializers.CharField()
+            score = serializers.FloatField(allow_null=True)
+            changes = ChangeSerializer(many=True)
+            raw_fallback = serializers.ListField(child=serializers.CharField())
+
+        class DatasetSerializer(serializers.Serializer):
+            id = serializers.IntegerField()
+            name = serializers.CharField()
+            kind = serializers.CharField()
+
+        pair_id = serializers.IntegerField()
+        weights = serializers.IntegerField()
+        dataset = DatasetSerializer(allow_null=True)
+        datasets = DatasetSerializer(many=True)
+        metric = serializers.CharField(allow_null=True)
+        higher_is_better = serializers.BooleanField()
+        original = serializers.JSONField(allow_null=True)
+        tolerance = serializers.JSONField()
+        rows = RowSerializer(many=True)
+        pareto = serializers.ListField(child=serializers.IntegerField())
+        within = serializers.ListField(child=serializers.IntegerField())
+        recommended = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        pair = pair_get(id=id, user=request.user)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        dataset = dataset_get(id=data["dataset"], team=pair.team) if data.get("dataset") else None
+        view = pair_comparison(pair=pair, dataset=dataset, tolerance_pct=data["tolerance_pct"],
+                               tolerance_points=data["tolerance_points"])
+        return Response(self.OutputSerializer(view).data)
+
+
 # ---- datasets ------------------------------------------------------------------------------------------------
 class _DatasetOutput(serializers.Serializer):
     id = serializers.IntegerField()
@@ -292,6 +361,8 @@ class _DatasetOutput(serializers.Serializer):
     source = serializers.CharField()
     size_bytes = serializers.IntegerField()
     sha256 = serializers.CharField()
+    kind = serializers.CharField()
+    info = serializers.JSONField()
     created_at = serializers.DateTimeField()
 
 
@@ -314,6 +385,7 @@ class DatasetCreateApi(Api):
         team = _TeamSlugField()
         name = serializers.CharField(max_length=200)
         path = serializers.CharField(max_length=1024)
+        kind = serializers.ChoiceField(choices=Dataset.Kind.choices, default=Dataset.Kind.TEXT)
 
     class OutputSerializer(_DatasetOutput):
         pass
@@ -324,7 +396,8 @@ class DatasetCreateApi(Api):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         team = request_team_for_write(request, data.get("team"))
-        dataset = dataset_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"])
+        dataset = dataset_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"],
+                                             kind=data["kind"])
         return Response(DatasetCreateApi.OutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
@@ -341,6 +414,7 @@ class DatasetUploadApi(Api):
         team = _TeamSlugField()
         name = serializers.CharField(max_length=200)
         file = serializers.FileField()
+        kind = serializers.ChoiceField(choices=Dataset.Kind.choices, default=Dataset.Kind.TEXT)
 
     class OutputSerializer(_DatasetOutput):
         pass
@@ -351,7 +425,8 @@ class DatasetUploadApi(Api):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         team = request_team_for_write(request, data.get("team"))
-        dataset = dataset_upload(team=team, user=request.user, name=data["name"], file=data["file"])
+        dataset = dataset_upload(team=team, user=request.user, name=data["name"], file=data["file"],
+                                 kind=data["kind"])
         return Response(self.OutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 

@@ -23,6 +23,8 @@ class ModelEntry(models.Model):
     tensor_count = models.IntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
     files = models.JSONField(default=list, blank=True)
+    # quality scores of this model, cached by evaluate jobs: {"<dataset id>:<dataset sha256>:<options>": metrics}
+    scores = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -60,11 +62,16 @@ class Pair(models.Model):
 
 
 class Dataset(models.Model):
-    """A text file used to evaluate models (perplexity)."""
+    """A file used to evaluate models: plain text (perplexity, next-token accuracy of a causal LM) or labelled
+    text (CSV/JSONL with ``text`` and ``label``: accuracy and macro-F1 of a sequence classifier)."""
 
     class Source(models.TextChoices):
         PATH = "path", "Server path"
         UPLOAD = "upload", "Upload"
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text (perplexity)"
+        LABELLED = "labelled", "Labelled (classification accuracy)"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
@@ -72,6 +79,9 @@ class Dataset(models.Model):
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.PATH)
     size_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TEXT)
+    # labelled: {"format", "rows", "labels": {label: count}} as validated at registration
+    info = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -118,6 +128,9 @@ class Artifact(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     perplexity = models.FloatField(null=True, blank=True)
+    # evaluate jobs' results, one entry per dataset: {"<dataset id>": {"dataset", "kind", "original": metrics,
+    # "restored": metrics, "job_id"}}: the original fine-tune's scores beside the restored model's
+    quality = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

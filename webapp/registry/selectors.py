@@ -182,9 +182,127 @@ def artifact_expected_files(artifact: Artifact) -> dict[str, str] | None:
 
 def artifact_base_dir(artifact: Artifact) -> str | None:
     """The base model folder the artifact's codec needs, or None when it needs none."""
-    codec_cls = artifact_codec_class(artifact)
-    if codec_cls is None or not codec_cls.needs_base:
+    try:  # the instance decides: a lossy codec needs the base only with on_delta
+        needs_base = modelcodecs.get_codec(artifact.codec_config or {"id": artifact.codec_id}).needs_base
+    except modelcodecs.ModelCodecError:
+        return None
+    if not needs_base:
         return None
     if artifact.pair is None:
         raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
     return artifact.pair.base.path
+# ---- which artifact to keep -----------------------------------------------------------------------------------
+# the score a dataset kind is judged by, and whether higher is better
+PRIMARY_METRIC = {Dataset.Kind.TEXT: ("perplexity", False), Dataset.Kind.LABELLED: ("accuracy", True)}
+
+
+def _options(config: dict) -> dict:
+    """The codec options that differ from the codec's defaults (what tells two artifacts of a codec apart)."""
+    import modelcodecs
+
+    codec_id = (config or {}).get("id") or ""
+    config = {k: v for k, v in (config or {}).items() if k != "id"}
+    try:
+        defaults = {p.name: p.default for p in modelcodecs.get_codec_class(codec_id).params}
+    except modelcodecs.ModelCodecError:
+        defaults = {}
+    return {k: v for k, v in config.items() if k not in defaults or defaults[k] != v}
+
+
+def _original_of(model: ModelEntry, dataset: Dataset) -> dict | None:
+    """The fine-tune's cached scores on ``dataset`` (any evaluator options; the latest written wins)."""
+    prefix = f"{dataset.pk}:{dataset.sha256}:"
+    found = [v for k, v in (model.scores or {}).items() if k.startswith(prefix)]
+    return found[-1] if found else None
+
+
+def artifact_training_label(artifact: Artifact) -> str | None:
+    """For codecs that train while compressing (a ``steps`` option, e.g. BitDelta): ``<codec> initial`` when
+    untrained (BitDelta-Initial) or ``<codec> distilled (N steps)``, so both show side by side; None otherwise."""
+    steps = (artifact.codec_config or {}).get("steps")
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        return None
+    return f"{artifact.codec_id} initial" if steps == 0 else f"{artifact.codec_id} distilled ({steps} steps)"
+
+
+def pair_comparison(*, pair: Pair, dataset: Dataset | None = None, tolerance_pct: float = 1.0,
+                    tolerance_points: float = 0.5) -> dict:
+    """Everything needed to choose which artifact of ``pair`` to keep.
+
+    One row per artifact: codec, non-default options, bits per weight (8 x artifact bytes / the fine-tune's
+    parameters), ratio, compress speed, verification, and its quality on ``dataset`` (default: the dataset most
+    artifacts were evaluated on) as original -> restored with the delta. Lossless artifacts take the original's
+    quality (it is their quality by construction) once the fine-tune has been scored. ``pareto`` lists the artifacts
+    no other beats on both size and quality; ``within`` those whose quality is within the tolerance (perplexity
+    at most ``tolerance_pct`` % above the original, accuracy at most ``tolerance_points`` points below), and
+    ``recommended`` the smallest of those.
+    """
+    artifacts = list(artifact_list(team=pair.team, filters={"pair": pair.pk}))
+    evaluated: dict[str, int] = {}
+    for artifact in artifacts:
+        for key in (artifact.quality or {}):
+            evaluated[key] = evaluated.get(key, 0) + 1
+    datasets = {str(d.pk): d for d in Dataset.objects.filter(team=pair.team, pk__in=[int(k) for k in evaluated])}
+    if dataset is None and datasets:
+        dataset = datasets[max((k for k in evaluated if k in datasets), key=lambda k: evaluated[k])]
+    metric, higher = PRIMARY_METRIC[dataset.kind] if dataset is not None else (None, False)
+    original = _original_of(pair.finetuned, dataset) if dataset is not None else None
+    weights = pair.finetuned.parameter_count or 0
+    rows = []
+    for artifact in artifacts:
+        metrics = artifact.metrics or {}
+        quality = (artifact.quality or {}).get(str(dataset.pk)) if dataset is not None else None
+        lossless = metrics.get("lossless")
+        if lossless is None:
+            lossless = _codec_lossless(artifact.codec_id)
+        if quality is None and lossless and original is not None:
+            quality = {"original": original, "restored": original, "delta": {k: 0.0 for k in original
+                                                                             if isinstance(original[k], float)},
+                       "from": "lossless: the original's scores"}
+        rows.append({
+            "artifact_id": artifact.pk, "job_id": artifact.job_id, "codec": artifact.codec_id,
+            "label": artifact_training_label(artifact) or artifact.codec_label,
+            "training_label": artifact_training_label(artifact), "source": artifact.source,
+            "codec_options": artifact.codec_options,
+            "options": _options(artifact.codec_config), "lossless": lossless,
+            "ratio": artifact.ratio, "compressed_bytes": artifact.compressed_bytes,
+            "original_bytes": artifact.original_bytes,
+            "bits_per_weight": 8 * artifact.compressed_bytes / weights if weights else None,
+            "mb_per_s": metrics.get("mb_per_s"), "seconds": metrics.get("seconds"),
+            "verification": artifact.verification, "quality": quality,
+            "score": (quality or {}).get("restored", {}).get(metric) if metric else None,
+            "changes": [{"metric": k, "original": quality["original"][k], "restored": quality["restored"][k],
+                         "delta": v} for k, v in (quality or {}).get("delta", {}).items()],
+            "raw_fallback": [r.get("name") for r in (metrics.get("codec_report") or {}).get("raw_fallback", [])],
+        })
+    rows.sort(key=lambda r: -(r["ratio"] or 0))
+    scored = [r for r in rows if isinstance(r["score"], (int, float))]
+
+    def better_or_equal(a: float, b: float) -> bool:
+        return a >= b if higher else a <= b
+
+    pareto = [r["artifact_id"] for r in scored if not any(
+        o is not r and o["compressed_bytes"] <= r["compressed_bytes"] and better_or_equal(o["score"], r["score"])
+        and (o["compressed_bytes"] < r["compressed_bytes"] or o["score"] != r["score"]) for o in scored)]
+    reference = (original or {}).get(metric) if metric else None
+    within = []
+    if isinstance(reference, (int, float)):
+        limit = reference - tolerance_points / 100 if higher else reference * (1 + tolerance_pct / 100)
+        within = [r["artifact_id"] for r in scored if better_or_equal(r["score"], limit)]
+    recommended = min((r for r in rows if r["artifact_id"] in within), key=lambda r: r["compressed_bytes"],
+                      default=None)
+    return {
+        "pair_id": pair.pk, "weights": weights, "dataset": dataset, "datasets": list(datasets.values()),
+        "metric": metric, "higher_is_better": higher, "original": original, "rows": rows, "pareto": pareto,
+        "tolerance": {"perplexity_pct": tolerance_pct, "accuracy_points": tolerance_points},
+        "within": within, "recommended": recommended["artifact_id"] if recommended else None,
+    }
+
+
+def _codec_lossless(codec_id: str) -> bool | None:
+    import modelcodecs
+
+    try:
+        return modelcodecs.get_codec_class(codec_id).lossless
+    except modelcodecs.ModelCodecError:
+        return None

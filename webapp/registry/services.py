@@ -262,25 +262,46 @@ def _check_text(path: Path) -> None:
             raise ApplicationError("The dataset is not UTF-8 text.") from exc
 
 
+def _dataset_info(path: Path, kind: str) -> dict:
+    """Validate a dataset file of ``kind``; a labelled file is parsed whole (the error names the bad line)."""
+    if kind not in Dataset.Kind.values:
+        raise ApplicationError(f"Unknown dataset kind {kind!r}: one of {', '.join(Dataset.Kind.values)}.")
+    _check_text(path)
+    if kind != Dataset.Kind.LABELLED:
+        return {}
+    from modelcodecs.evaluate import labelled_dataset_info
+
+    try:
+        info = labelled_dataset_info(path)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Invalid labelled dataset: {exc}", extra={"path": path.name}) from exc
+    if len(info["labels"]) < 2:
+        raise ApplicationError(f"Invalid labelled dataset: {path.name} has a single label "
+                               f"({next(iter(info['labels']))!r}); accuracy needs at least two.")
+    return info
+
+
 @transaction.atomic
-def dataset_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str) -> Dataset:
+def dataset_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str,
+                               kind: str = Dataset.Kind.TEXT) -> Dataset:
     team_require_write(user=user, team=team)
     name = _require_name(name)
     _unique_name(model=Dataset, team=team, name=name)
     resolved = path_resolve_in_roots(path, roots=team_roots(team), kind="file")
     try:
-        _check_text(resolved)
+        info = _dataset_info(resolved, kind)
         size, sha = file_sha256(resolved)
     except OSError as exc:
         raise ApplicationError(f"Could not read the file: {exc.strerror or type(exc).__name__}.") from exc
     dataset = Dataset(team=team, name=name, path=str(resolved), source=Dataset.Source.PATH, size_bytes=size,
-                      sha256=sha, created_by=user)
+                      sha256=sha, kind=kind, info=info, created_by=user)
     dataset.full_clean()
     dataset.save()
     return dataset
 
 
-def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: UploadedFile) -> Dataset:
+def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: UploadedFile,
+                   kind: str = Dataset.Kind.TEXT) -> Dataset:
     """Store an uploaded UTF-8 text file under ``$DELTAVAULT_HOME/uploads/<team>/datasets/`` and register it."""
     team_require_write(user=user, team=team)
     name = _require_name(name)
@@ -296,11 +317,11 @@ def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: Uploa
     target = target_dir / safe
     try:
         _write_upload(file, target)
-        _check_text(target)
+        info = _dataset_info(target, kind)
         size, sha = file_sha256(target)
         with transaction.atomic():
             dataset = Dataset(team=team, name=name, path=str(target), source=Dataset.Source.UPLOAD,
-                              size_bytes=size, sha256=sha, created_by=user)
+                              size_bytes=size, sha256=sha, kind=kind, info=info, created_by=user)
             dataset.full_clean()
             dataset.save()
     except BaseException:

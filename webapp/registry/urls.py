@@ -13,6 +13,7 @@ from webapp.registry.apis import (
     ModelRescanApi,
     ModelUploadApi,
     PairCollectionApi,
+    PairComparisonApi,
     PairItemApi,
 )
 from webapp.registry.codecs_api import CodecListApi
@@ -24,6 +25,7 @@ urlpatterns = [
     path("models/<int:id>/rescan/", ModelRescanApi.as_view(), name="model-rescan"),
     path("pairs/", PairCollectionApi.as_view(), name="pair-list"),
     path("pairs/<int:id>/", PairItemApi.as_view(), name="pair-detail"),
+    path("pairs/<int:id>/comparison/", PairComparisonApi.as_view(), name="pair-comparison"),
     path("datasets/", DatasetCollectionApi.as_view(), name="dataset-list"),
     path("datasets/upload/", DatasetUploadApi.as_view(), name="dataset-upload"),
     path("datasets/<int:id>/", DatasetItemApi.as_view(), name="dataset-detail"),

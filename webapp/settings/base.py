@@ -243,8 +243,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # several models have fields "queue" and "kind": name each choice set
     "ENUM_NAME_OVERRIDES": {"JobQueueEnum": "webapp.jobs.models.Job.Queue",
-                            "JobQueueSubmitEnum": "webapp.jobs.models.QUEUE_SUBMIT_CHOICES"},
+                            "JobQueueSubmitEnum": "webapp.jobs.models.QUEUE_SUBMIT_CHOICES",
+                            "DatasetKindEnum": "webapp.registry.models.Dataset.Kind",
+                            "JobKindEnum": "webapp.jobs.models.Job.Kind"},
 }
 
 # ---- Redis, Channels -----------------------------------------------------------------------------------------

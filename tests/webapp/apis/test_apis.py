@@ -63,6 +63,7 @@ def _acme_requests(t):
         ("post", "/models/", {"team": "acme", "name": "x", "path": "tiny-base"}),
         ("post", "/models/upload/", {"team": "acme", "name": "x", "files": [_upload()]}),
         ("get", f"/pairs/{t['pair'].pk}/", None),
+        ("get", f"/pairs/{t['pair'].pk}/comparison/", None),
         ("get", "/pairs/?team=acme", None),
         ("post", "/pairs/", {"team": "acme", "name": "x", "base": t["model"].pk,
                              "finetuned": t["pair"].finetuned.pk}),

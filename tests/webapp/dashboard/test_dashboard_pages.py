@@ -52,6 +52,13 @@ def _team_world(username, team_name):
                                        perplexity=12.5)
     dataset = Dataset.objects.create(team=team, name=f"{username}-text", path="/srv/data/text.txt", size_bytes=1000,
                                      sha256="cd" * 32, created_by=user)
+    # an evaluate job scored the artifact (restored) beside the fine-tune (original, cached on the model)
+    original, restored = {"perplexity": 12.0, "top1_accuracy": 0.4}, {"perplexity": 12.5, "top1_accuracy": 0.39}
+    artifact.quality = {str(dataset.pk): {"dataset": dataset.name, "kind": "text", "original": original,
+                                          "restored": restored, "delta": {"perplexity": 0.5, "top1_accuracy": -0.01}}}
+    artifact.save()
+    ft.scores = {f"{dataset.pk}:{dataset.sha256}:{{}}": original}
+    ft.save()
     queued = Job.objects.create(team=team, created_by=user, kind="compress", pair=pair, codec_config={"id": "zstd"})
     return {"user": user, "team": team, "base": base, "ft": ft, "pair": pair, "job": job, "artifact": artifact,
             "dataset": dataset, "queued": queued}
@@ -106,12 +113,18 @@ def test_pages_render(client_alice, alice, name, obj):
 
 def test_pair_page_compares_codecs_and_plots(client_alice, alice):
     html = client_alice.get(reverse("dashboard:pair_detail", args=[alice["pair"].pk])).content.decode()
-    assert "Codec comparison" in html
+    assert "Which artifact should we keep?" in html
     assert "1.250×" in html            # ratio
     assert "321.5" in html             # MB/s
-    assert "12.500" in html            # perplexity
+    assert ">12.800<" in html          # bits per weight: 8 x 1975307 / 1234567
+    assert "perplexity 12.0000 → 12.5000 (+0.5000)" in html   # original -> restored (delta)
     assert ">verified<" in html
     assert "<svg" in html and "<circle" in html
+    # 12.5 is 4.2 % above 12.0: outside the default 1 % tolerance, inside a 5 % one
+    assert "No artifact is within the tolerance" in html
+    url = reverse("dashboard:pair_detail", args=[alice["pair"].pk])
+    html = client_alice.get(url + "?tolerance_pct=5").content.decode()
+    assert 'class="best recommended within"' in html and 'class="recommended"' in html
     assert f'data-ws="/ws/teams/{alice["team"].slug}/jobs/"' in html
 
 
@@ -222,7 +235,8 @@ def test_dataset_register_calls_the_service(client_alice, alice):
     with mock.patch("webapp.dashboard.views.dataset_register_from_path", return_value=alice["dataset"]) as service:
         client_alice.post(reverse("dashboard:dataset_list"),
                           {"source": "path", "path-name": "wiki", "path-path": "/srv/data/wiki.txt"})
-    service.assert_called_once_with(team=alice["team"], user=alice["user"], name="wiki", path="/srv/data/wiki.txt")
+    service.assert_called_once_with(team=alice["team"], user=alice["user"], name="wiki", path="/srv/data/wiki.txt",
+                                    kind="text")
 
 
 def _first_codec_with_an_integer_option():

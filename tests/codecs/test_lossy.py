@@ -1,0 +1,235 @@
+"""The lossy weight codecs ``hyper`` and ``rtn``: nearest codeword against brute force, error bounds, round trips
+through the pipeline (the lossless part byte-identical), delta mode, the raw fallback and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from common import check_config, check_repr, make_pair
+
+import modelcodecs
+from modelcodecs import HyperCodec, RTNCodec, get_codec
+from modelcodecs._lossy import pack_bits, to_float32, unpack_bits
+from modelcodecs.abc import EncodedChunk, TensorSpec
+from modelcodecs.errors import ConfigError, CorruptArtifactError, WrongBaseError
+from modelcodecs.hyper import index_bits, lattice_points, nearest_brute, nearest_lattice, winding_points
+
+rng = np.random.default_rng(7)
+codecs = [HyperCodec(), HyperCodec(l=0.05, n=63, M=2, auto_l=True, on_delta=True, max_error=0.1,
+                                   exclude="*.bias"), HyperCodec(trajectory="winding", n=100, M=0),
+          RTNCodec(), RTNCodec(bits=3, granularity="group", group_size=16, include="layers.*")]
+
+
+def _spec(shape, dtype="F32", name="w"):
+    return TensorSpec(name, dtype, tuple(shape))
+
+
+def _roundtrip(codec, spec, data: bytes, base: bytes | None = None) -> tuple[bytes, list[EncodedChunk]]:
+    chunks = list(codec.encode_tensor(spec, memoryview(data), None if base is None else memoryview(base)))
+    out = bytearray(spec.nbytes)
+    codec.decode_tensor(spec, chunks, None if base is None else memoryview(base), memoryview(out))
+    return bytes(out), chunks
+
+
+@pytest.mark.parametrize("codec", codecs, ids=repr)
+def test_config_and_repr(codec):
+    check_config(codec)
+    check_repr(codec)
+    assert codec.needs_base == codec.on_delta and not codec.lossless
+
+
+@pytest.mark.parametrize("n", [4, 5, 7, 15, 16, 30, 63, 99, 225, 1600])
+def test_closed_form_nearest_codeword_equals_brute_force(n):
+    l = 0.3
+    points = lattice_points(l, n)
+    u = rng.random((4000, 2)) * l
+    u[:8] = [[0, 0], [l, l], [0, l], [l, 0], [l / 2, l / 2], [l, l / 2], [l / 2, l], [l * 0.999, 0.001]]
+    fast = nearest_lattice(u[:, 0], u[:, 1], l, n)
+    slow = nearest_brute(u[:, 0], u[:, 1], points)
+    assert fast.min() >= 0 and fast.max() <= n
+
+    def dist(k):
+        return np.hypot(u[:, 0] - points[k, 0], u[:, 1] - points[k, 1])
+
+    np.testing.assert_allclose(dist(fast), dist(slow), rtol=0, atol=1e-12)
+    assert (fast == slow).mean() > 0.99  # equal up to exact ties between codewords
+
+
+def test_lattice_is_the_released_codebook():
+    # q_k = ((k l / T^2) mod l, (k l / T) mod l): n = 15 (T = 4) fills a full 4x4 sheared grid
+    pts = lattice_points(1.0, 15)
+    assert len(pts) == 16 and len({tuple(np.round(p, 12)) for p in pts}) == 16
+    np.testing.assert_allclose(pts[5], [5 / 16, (5 / 4) % 1])
+    assert index_bits(15, 3) == 6 and index_bits(1600, 3) == 13 and index_bits(225, 3) == 10
+
+
+@pytest.mark.parametrize("width", [1, 3, 7, 8, 10, 13, 16, 21, 32])
+def test_bit_packing_round_trips(width):
+    values = rng.integers(0, 1 << width, 1001, dtype=np.uint64).astype(np.uint32)
+    packed = pack_bits(values, width)
+    assert len(packed) == math.ceil(1001 * width / 8)
+    np.testing.assert_array_equal(unpack_bits(packed, 1001, width, "t"), values)
+    with pytest.raises(CorruptArtifactError):
+        unpack_bits(packed[:-1], 1001, width, "t")
+
+
+def test_hyper_error_is_within_the_lattice_covering_radius_inside_the_square():
+    l, n = 0.2, 225
+    w = (rng.random((128, 50)) * 0.18 - 0.09).astype(np.float32)  # every pair inside the square around c
+    restored, chunks = _roundtrip(HyperCodec(l=l, n=n, M=3, chunk_elements=4096), _spec(w.shape), w.tobytes())
+    got = np.frombuffer(restored, np.float32).reshape(w.shape)
+    pairs = np.hypot(*(got - w).reshape(-1, 2).T)
+    assert pairs.max() <= l / 15 * math.sqrt(2) * 1.0001  # a lattice cell's diagonal: s = l / T
+    assert chunks[0].coder == "hyper" and chunks[0].meta["n"] == 4096
+    assert len(chunks[0].payload) == math.ceil(2048 * 10 / 8)  # 10 bits per pair
+
+
+def test_hyper_rings_bound_the_error_of_outliers_and_winding_works():
+    w = (rng.standard_t(3, (40, 40)) * 0.02).astype(np.float32)
+    for codec in (HyperCodec(l=0.02, n=225, M=4), HyperCodec(l=0.02, n=225, M=4, trajectory="winding"),
+                  HyperCodec(n=1023, M=3, auto_l=True)):
+        restored, chunks = _roundtrip(codec, _spec(w.shape), w.tobytes())
+        got = np.frombuffer(restored, np.float32).reshape(w.shape)
+        assert np.isfinite(got).all()
+        rel = np.linalg.norm(got - w) / np.linalg.norm(w)
+        assert rel < 0.2, (codec, rel)
+        pairs = w.reshape(-1, 2).astype(np.float64)
+        assert chunks[0].meta["R"] == pytest.approx(np.hypot(*(pairs - pairs.mean(axis=0)).T).max())
+
+
+def test_rtn_8_bits_reconstructs_within_its_step_per_channel_and_per_group():
+    w = (rng.standard_normal((33, 70)) * np.linspace(0.01, 1, 33)[:, None]).astype(np.float32)
+    restored, chunks = _roundtrip(RTNCodec(bits=8), _spec(w.shape), w.tobytes())
+    got = np.frombuffer(restored, np.float32).reshape(w.shape)
+    step = (w.max(axis=1) - w.min(axis=1)) / 255
+    assert (np.abs(got - w) <= step[:, None] / 2 * (1 + 1e-4) + 1e-9).all()
+    assert (np.abs(got - w) > 0).any()
+    # per group of 16 (70 is not a multiple: the last group of each 1-D run is partial)
+    flat = w.reshape(-1)
+    restored, chunks = _roundtrip(RTNCodec(bits=8, granularity="group", group_size=16), _spec(w.shape),
+                                  w.tobytes())
+    got = np.frombuffer(restored, np.float32)
+    for g in range(0, flat.size, 16):
+        part = flat[g:g + 16]
+        assert np.abs(got[g:g + 16] - part).max() <= (part.max() - part.min()) / 255 / 2 * (1 + 1e-4) + 1e-9
+    units = -(-flat.size // 16)
+    assert sum(len(c.payload) for c in chunks) == 8 * units + flat.size  # steps + minimums + one byte each
+
+
+@pytest.mark.parametrize("dtype", ["F16", "BF16", "F64"])
+def test_other_float_dtypes_keep_dtype_and_shape(dtype):
+    w = (rng.standard_normal((16, 24)) * 0.05).astype(np.float64)
+    data = {"F16": w.astype(np.float16).tobytes(), "F64": w.tobytes(),
+            "BF16": (w.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()}[dtype]
+    for codec in (HyperCodec(n=1023, M=3, auto_l=True), RTNCodec(bits=6)):
+        restored, _ = _roundtrip(codec, _spec(w.shape, dtype), data)
+        assert len(restored) == len(data)
+        got, ref = to_float32(restored, dtype), to_float32(data, dtype)
+        assert np.abs(got - ref).max() < 0.05
+
+
+def test_delta_mode_quantises_the_difference_and_needs_the_base():
+    base = (rng.standard_normal((32, 32)) * 0.05).astype(np.float32)
+    tuned = base + (rng.standard_normal((32, 32)) * 1e-3).astype(np.float32)
+    spec = _spec(base.shape)
+    for codec in (HyperCodec(n=255, M=3, auto_l=True, on_delta=True), RTNCodec(bits=4, on_delta=True)):
+        restored, chunks = _roundtrip(codec, spec, tuned.tobytes(), base.tobytes())
+        got = np.frombuffer(restored, np.float32).reshape(spec.shape)
+        assert chunks[0].meta["delta"] is True
+        assert np.abs(got - tuned).max() < 2e-3  # the delta's scale, not the weights'
+        with pytest.raises(WrongBaseError):
+            codec.decode_tensor(spec, chunks, None, memoryview(bytearray(spec.nbytes)))
+
+
+def test_non_finite_and_threshold_tensors_are_stored_raw_and_listed():
+    w = (rng.standard_normal((8, 16)) * 0.02).astype(np.float32)
+    bad = w.copy()
+    bad[3, 4] = np.nan
+    codec = HyperCodec(l=0.1, n=15, M=0, max_error=1e-4)
+    codec.prepare()
+    for name, arr in (("nan", bad), ("coarse", w)):
+        restored, chunks = _roundtrip(codec, _spec(arr.shape, name=name), arr.tobytes())
+        assert restored == arr.tobytes()  # byte-identical, NaN included
+        assert chunks[0].coder != "hyper" and "fallback" in chunks[0].meta
+    report = codec.encode_report()
+    assert [r["name"] for r in report["raw_fallback"]] == ["nan", "coarse"]
+    assert "NaN" in report["raw_fallback"][0]["reason"] and "max_error" in report["raw_fallback"][1]["reason"]
+    assert report["quantised_tensors"] == 0 and report["lossless_tensors"] == 2
+
+
+@pytest.mark.parametrize("config", [{"id": "hyper", "l": 0.0}, {"id": "hyper", "l": -1.0},
+                                    {"id": "hyper", "n": 3}, {"id": "hyper", "M": -1}, {"id": "hyper", "M": 65},
+                                    {"id": "hyper", "trajectory": "spiral"},
+                                    {"id": "hyper", "trajectory": "winding", "n": 5000},
+                                    {"id": "rtn", "bits": 1}, {"id": "rtn", "bits": 9},
+                                    {"id": "rtn", "granularity": "tensor"}, {"id": "rtn", "nope": 1}])
+def test_bad_options_are_refused(config):
+    with pytest.raises(ConfigError):
+        get_codec(config)
+
+
+@pytest.mark.parametrize("codec", [HyperCodec(n=63, M=2), RTNCodec(bits=5)], ids=repr)
+def test_cut_side_information_or_payload_is_a_corrupt_artifact(codec):
+    w = (rng.standard_normal((8, 40)) * 0.02).astype(np.float32)
+    spec = _spec(w.shape)
+    chunks = list(codec.encode_tensor(spec, memoryview(w.tobytes()), None))
+    out = memoryview(bytearray(spec.nbytes))
+    keys = [k for k in chunks[0].meta if k != "n"] + ["n"]
+    for key in keys:
+        meta = {k: v for k, v in chunks[0].meta.items() if k != key}
+        with pytest.raises(CorruptArtifactError):
+            codec.decode_tensor(spec, [EncodedChunk(codec.codec_id, chunks[0].payload, meta)], None, out)
+    with pytest.raises(CorruptArtifactError):
+        codec.decode_tensor(spec, [EncodedChunk(codec.codec_id, chunks[0].payload[:-1], chunks[0].meta)], None, out)
+    if isinstance(codec, HyperCodec):  # an index beyond (n+1)(M+1)
+        with pytest.raises(CorruptArtifactError, match="out of range"):
+            codec.decode_tensor(spec, [EncodedChunk("hyper", b"\xff" * len(chunks[0].payload),
+                                                    chunks[0].meta)], None, out)
+
+
+@pytest.mark.parametrize("config", [{"id": "hyper", "n": 255, "M": 3, "auto_l": True},
+                                    {"id": "hyper", "n": 255, "M": 3, "auto_l": True, "on_delta": True},
+                                    {"id": "rtn", "bits": 4}, {"id": "rtn", "bits": 8, "on_delta": True}],
+                         ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_model_round_trip_keeps_every_lossless_tensor_byte_identical(config, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    base_dir, ft_dir = make_pair(tmp_path)
+    codec = get_codec(config)
+    summary = modelcodecs.compress_model(ft_dir, tmp_path / "a.dvz", codec=codec,
+                                         base_dir=base_dir if codec.needs_base else None, threads=2)
+    report = summary.codec_report
+    assert report["quantised_tensors"] >= 3 and report["lossless_tensors"] >= 5
+    assert 0 < report["relative_weight_error"] < 0.2
+    modelcodecs.decompress_model(tmp_path / "a.dvz", tmp_path / "out",
+                                 base_dir=base_dir if codec.needs_base else None)
+    src = load_file(str(ft_dir / "model.safetensors"))
+    got = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert set(src) == set(got)
+    names = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float64": "F64"}
+    quantised = 0
+    for name, t in src.items():
+        assert got[name].shape == t.shape and got[name].dtype == t.dtype
+        if codec.quantises(TensorSpec(name, names.get(str(t.dtype), "I8"), tuple(t.shape))):
+            quantised += 1
+            assert (got[name].double() - t.double()).norm() <= 0.2 * t.double().norm() + 1e-6
+        else:
+            assert got[name].reshape(-1).view(torch.uint8).equal(t.reshape(-1).view(torch.uint8)), name
+    assert quantised >= 3
+    for name in ("README.md", "config.json", "tokenizer/tokenizer.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (ft_dir / name).read_bytes()
+
+
+def test_bench_configs_sit_at_their_bits_per_weight_and_speed_reports_the_numpy_baseline():
+    from modelcodecs.bench_lossy import HYPER_AT_BITS, configs, speed
+
+    for bits, (n, m) in HYPER_AT_BITS.items():
+        assert index_bits(n, m) == 2 * bits  # two weights per index: no bit of the index wasted
+    labels = [label for label, _ in configs()]
+    assert len(labels) == len(set(labels)) == 21 and "hyper-delta-8" in labels and "rtn-weights-3" in labels
+    result = speed((64, 128), repeat=1)
+    assert [r["codec"] for r in result["rows"]][0] == "numpy rtn-4 (baseline)"
+    assert all(r["encode_mweights_s"] > 0 and r["decode_mweights_s"] > 0 for r in result["rows"])
