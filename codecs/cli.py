@@ -91,6 +91,10 @@ def _outputs(inputs: list[str], output: str, suffix: str) -> list[Path]:
 def _cmd_compress(args) -> int:
     codec_cls = get_codec_class(args.codec)
     config = {"id": args.codec, **dict(_parse_option(codec_cls, o) for o in args.option)}
+    if args.prior is not None:
+        if not codec_cls.needs_prior:
+            raise ConfigError(f"codec {args.codec!r} takes no prior")
+        config["prior"] = args.prior
     outputs = _outputs(args.finetuned, args.output, ".dvz")
     with _progress_bar(args.show_progress, "compress") as progress:
         summaries = pipeline.compress_models(args.finetuned, outputs, codec=config, base_dir=args.base,
@@ -108,7 +112,7 @@ def _cmd_decompress(args) -> int:
     outputs = _outputs(args.artifact, args.output, "")
     with _progress_bar(args.show_progress, "decompress") as progress:
         summaries = pipeline.decompress_models(args.artifact, outputs, base_dir=args.base, threads=args.threads,
-                                               progress=progress)
+                                               progress=progress, prior=args.prior)
     dicts = [s.as_dict() for s in summaries]
     lines = []
     for out, s in zip(outputs, dicts):
@@ -122,7 +126,7 @@ def _cmd_decompress(args) -> int:
 def _cmd_verify(args) -> int:
     with _progress_bar(args.show_progress, "verify") as progress:
         report = pipeline.verify_artifact(args.artifact, base_dir=args.base, reference_dir=args.reference,
-                                          threads=args.threads, progress=progress)
+                                          threads=args.threads, progress=progress, prior=args.prior)
     r = report.as_dict()
     _print(args, r, f"{'OK' if r['ok'] else 'FAILED'}: {r['message']} ({len(r['files'])} files)")
     return 0 if report.ok else 1
@@ -181,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unmatched-base", action="store_true", help="compress even when the base shares no "
                    "tensor, or under half of the tensor bytes, with the fine-tune (refused otherwise)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="codec option")
+    p.add_argument("--prior", help="prior folder (LM-GC: a local causal LM; default: the built-in model)")
     common(p)
     p.set_defaults(func=_cmd_compress)
 
@@ -189,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist or be empty); with "
                    "several artifacts, a folder that gets one restored folder per artifact, named after it")
     p.add_argument("--base", help="base model folder the artifact was made against")
+    p.add_argument("--prior", help="prior folder the artifact was coded with, where it is now (LM-GC)")
     common(p)
     p.set_defaults(func=_cmd_decompress)
 
@@ -196,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("reference", nargs="?", help="fine-tuned folder whose files must match the artifact")
     p.add_argument("--base", help="base model folder the artifact was made against")
+    p.add_argument("--prior", help="prior folder the artifact was coded with, where it is now (LM-GC)")
     common(p)
     p.set_defaults(func=_cmd_verify)
 

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.teams.models import Team
 
 
@@ -159,3 +159,29 @@ def artifact_find_identical(*, pair: Pair, codec_config: dict, content_sha256: s
         if (artifact.codec_config or {"id": artifact.codec_id}) == codec_config:
             return artifact
     return None
+
+def gradient_set_list(*, team: Team | None = None, user: AbstractBaseUser | None = None) -> QuerySet[GradientSet]:
+    return _scope(GradientSet.objects.select_related("team"), team=team, user=user)
+
+
+def gradient_set_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> GradientSet:
+    return get_object_or_404(gradient_set_list(team=team, user=user), pk=id)
+
+
+def gradient_set_rate_table(*, gradient_set: GradientSet) -> list[dict]:
+    """One row per artifact made from the set (every codec and prior run on it), best rate first: rate =
+    compressed / original bytes, bits per float over the set's float gradients."""
+    rows = []
+    for artifact in gradient_set.artifacts.order_by("compressed_bytes", "id"):
+        config = artifact.codec_config or {}
+        rows.append({
+            "artifact_id": artifact.pk, "codec_id": artifact.codec_id,
+            "prior": config.get("prior") if "prior" in config else None,
+            "codec_config": config, "original_bytes": artifact.original_bytes,
+            "compressed_bytes": artifact.compressed_bytes,
+            "rate": round(artifact.compressed_bytes / artifact.original_bytes, 4) if artifact.original_bytes else 0.0,
+            "bits_per_float": round(8 * artifact.compressed_bytes / gradient_set.float_count, 3)
+            if gradient_set.float_count else 0.0,
+            "mb_per_s": (artifact.metrics or {}).get("mb_per_s"), "verification": artifact.verification,
+        })
+    return rows

@@ -21,7 +21,7 @@ from django.utils.text import get_valid_filename, slugify
 
 from webapp.core.exceptions import ApplicationError
 from webapp.core.paths import path_resolve_in_roots
-from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.registry.selectors import model_delete_impact, pair_delete_impact
 from webapp.registry.storage import artifact_storage
 from webapp.teams.models import Team
@@ -150,22 +150,15 @@ def _write_upload(upload: UploadedFile, dest: Path) -> int:
     return written
 
 
-def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
-                          files: list[UploadedFile]) -> ModelEntry:
-    """Store uploaded files as a model folder under ``$DELTAVAULT_HOME/uploads/<team>/models/<name>`` and
-    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted."""
-    team_require_write(user=user, team=team)
-    name = _require_name(name)
-    _unique_name(model=ModelEntry, team=team, name=name)
-    if not files:
-        raise ApplicationError("Upload at least one file (a *.safetensors checkpoint and its config.json).")
+def _stage_upload(*, team: Team, kind: str, name: str, files: list[UploadedFile], patterns, what: str, read):
+    """Check the uploaded names against ``patterns``, write them into a hidden staging folder, ``read`` it (which
+    validates it) and rename it into ``$DELTAVAULT_HOME/uploads/<team>/<kind>/<name>``. Returns (folder, info)."""
     names: list[str] = []
     for upload in files:
         safe = _safe_upload_name(upload.name)
-        if not any(p.fullmatch(safe) for p in MODEL_UPLOAD_PATTERNS):
-            raise ApplicationError(
-                f"File type not accepted: {upload.name!r}. Upload *.safetensors weights, *.json configs and "
-                "tokenizer files (*.model, *.txt, *.tiktoken) only.", extra={"file": upload.name})
+        if not any(p.fullmatch(safe) for p in patterns):
+            raise ApplicationError(f"File type not accepted: {upload.name!r}. Upload {what} only.",
+                                   extra={"file": upload.name})
         if safe in names:
             raise ApplicationError(f"Two uploaded files are named {safe!r}.")
         names.append(safe)
@@ -176,7 +169,7 @@ def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
         raise ApplicationError(
             f"The upload is {total} bytes; the limit is {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
 
-    target = _upload_dir(team, "models", name)
+    target = _upload_dir(team, kind, name)
     staging = target.parent / f".partial-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -185,11 +178,26 @@ def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
             written += _write_upload(upload, staging / safe)
             if written > settings.DELTAVAULT_MAX_UPLOAD_BYTES:
                 raise ApplicationError(f"The upload exceeds {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
-        info = _read_model_info(staging)
+        info = read(staging)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return target, info
+
+
+def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
+                          files: list[UploadedFile]) -> ModelEntry:
+    """Store uploaded files as a model folder under ``$DELTAVAULT_HOME/uploads/<team>/models/<name>`` and
+    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=ModelEntry, team=team, name=name)
+    if not files:
+        raise ApplicationError("Upload at least one file (a *.safetensors checkpoint and its config.json).")
+    target, info = _stage_upload(
+        team=team, kind="models", name=name, files=files, patterns=MODEL_UPLOAD_PATTERNS, read=_read_model_info,
+        what="*.safetensors weights, *.json configs and tokenizer files (*.model, *.txt, *.tiktoken)")
     try:
         with transaction.atomic():
             return _model_entry_build(team=team, user=user, name=name, path=target,
