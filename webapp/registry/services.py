@@ -448,3 +448,66 @@ def artifact_storage_sweep(*, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
 
     walk("")
     return removed
+
+
+# ---- gradient sets -------------------------------------------------------------------------------------------
+GRADIENT_UPLOAD_PATTERNS = (re.compile(r".+\.safetensors$"),)
+
+
+def _read_gradient_set(path: Path) -> dict:
+    from modelcodecs.gradients import gradient_set_info
+
+    try:
+        return gradient_set_info(path)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Not a gradient set we can read: {exc}", extra={"path": str(path)}) from exc
+    except OSError as exc:
+        raise ApplicationError(f"Could not read the gradient set: {exc}", extra={"path": str(path)}) from exc
+
+
+def _gradient_set_build(*, team: Team, user: AbstractBaseUser, name: str, path: Path, source: str, info: dict,
+                        description: str = "") -> GradientSet:
+    if not info["floats"]:
+        raise ApplicationError("The folder holds no float gradient tensors.", extra={"path": str(path)})
+    entry = GradientSet(
+        team=team, name=name, path=str(path), source=source, description=description, steps=info["steps"],
+        tensor_count=info["tensors"], float_count=info["floats"], dtypes=info["dtypes"],
+        total_bytes=info["total_bytes"], params=info["params"], non_float_tensors=info["non_float_tensors"],
+        files=info["file_hashes"], created_by=user,
+    )
+    entry.full_clean()
+    entry.save()
+    return entry
+
+
+@transaction.atomic
+def gradient_set_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str,
+                                    description: str = "") -> GradientSet:
+    """Register a folder of gradient safetensors files that is on the server, inside the model roots."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=GradientSet, team=team, name=name)
+    resolved = path_resolve_in_roots(path, kind="dir")
+    return _gradient_set_build(team=team, user=user, name=name, path=resolved, source=ModelEntry.Source.PATH,
+                               info=_read_gradient_set(resolved), description=description)
+
+
+def gradient_set_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
+                                 files: list[UploadedFile]) -> GradientSet:
+    """Store uploaded gradient files (``*.safetensors`` only) under ``uploads/<team>/gradients/<name>`` and
+    register them."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=GradientSet, team=team, name=name)
+    if not files:
+        raise ApplicationError("Upload at least one *.safetensors file of gradients.")
+    target, info = _stage_upload(team=team, kind="gradients", name=name, files=files,
+                                 patterns=GRADIENT_UPLOAD_PATTERNS, read=_read_gradient_set,
+                                 what="*.safetensors gradient files")
+    try:
+        with transaction.atomic():
+            return _gradient_set_build(team=team, user=user, name=name, path=target,
+                                       source=ModelEntry.Source.UPLOAD, info=info)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
