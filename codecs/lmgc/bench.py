@@ -160,7 +160,7 @@ def _lmgc(config: dict):
 MEMORY_SCRIPT = """
 import json, sys, modelcodecs, shutil
 from pathlib import Path
-from modelcodecs.pipeline import _peak_rss
+from modelcodecs.memory import peak_rss
 folder, out = Path(sys.argv[1]), Path(sys.argv[2])
 step = sys.argv[3]
 if step == "compress":
@@ -168,7 +168,7 @@ if step == "compress":
 else:
     s = modelcodecs.decompress_model(out / "g.dvz", out / "restored", threads=1).as_dict()
     shutil.rmtree(out / "restored")
-print(json.dumps({**s, "vmhwm": _peak_rss()}))
+print(json.dumps({**s, "vmhwm": peak_rss()}))
 """
 
 
