@@ -578,6 +578,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--gradients" or a.startswith("--gradients=") for a in argv):  # gradient sets: LM-GC's bench
+        from .lmgc import bench as gradient_bench
+
+        return gradient_bench.main(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     if args.nobase:
