@@ -26,7 +26,7 @@ def tiny_lm(stack):
     pytest.importorskip("transformers")
     from modelcodecs import synthetic
 
-    root = stack.models_root / "e2e-bitdelta"
+    root = stack.models_root / "acme" / "e2e-bitdelta"
     pair = synthetic.make_tiny_transformer_pair(root, steps=2, base_steps=0, d_model=16, n_layer=1, seed=3)
     text = synthetic.write_text_dataset(root / "calibration.txt", n_lines=300, seed=4, domain="chat")
     return pair.base, pair.finetuned, text

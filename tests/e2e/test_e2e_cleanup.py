@@ -39,7 +39,7 @@ def test_live_metrics_and_a_confirmed_cancel(stack, accounts, api_alice, big_pai
 
 
 def test_find_trust_and_clean_up(stack, accounts, api_alice, context, screenshots):
-    base_dir, ft_dir = write_pair(stack.models_root / "e2e-clean", tensors=4, rows=64, cols=128, seed=7)
+    base_dir, ft_dir = write_pair(stack.models_root / "acme" / "e2e-clean", tensors=4, rows=64, cols=128, seed=7)
     pair_id = api_pair(api_alice, stack, "clean", base_dir, ft_dir)
     status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "pair": pair_id,
                                                    "codec_config": {"id": "xor-zstd"}})

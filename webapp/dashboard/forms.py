@@ -228,10 +228,11 @@ class JobSearchForm(forms.Form):
                 filters[key] = [data[key]]
         return filters
 
+
 class GradientSetPathForm(forms.Form):
     name = forms.CharField(max_length=200)
     path = forms.CharField(max_length=1024, help_text="A folder of gradient *.safetensors files (one per step) on "
-                                                      "the server, inside the allowed roots.")
+                                                      "the server, inside your team's folders.")
 
 
 class GradientCompressForm(forms.Form):
