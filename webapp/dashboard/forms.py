@@ -185,7 +185,8 @@ class JobForm(forms.Form):
             kwargs["pair"] = data["pair"]
             kwargs["codec_config"] = codec_config_from(data, codec_id, self.schemas[codec_id])
             kwargs["repeat"] = bool(data.get("repeat"))
-            if data.get("dataset"):
+            if data.get("dataset") and _calibrates(kwargs["codec_config"]):
+                # the only dataset is preselected for evaluate; a compress takes it only as calibration text
                 kwargs["dataset"] = data["dataset"]
         elif kind == "decompress":
             kwargs["artifact"] = data["artifact"]
@@ -227,6 +228,17 @@ class JobSearchForm(forms.Form):
             if data.get(key):
                 filters[key] = [data[key]]
         return filters
+
+
+def _calibrates(config: dict) -> bool:
+    """Whether the codec config trains on calibration text (BitDelta's distillation); unknown configs say yes so
+    the job service gives its own error."""
+    import modelcodecs
+
+    try:
+        return bool(modelcodecs.get_codec(config).calibration_tokens())
+    except modelcodecs.ModelCodecError:
+        return True
 
 
 class GradientSetPathForm(forms.Form):
