@@ -170,6 +170,7 @@
       ws.onmessage = function (ev) { try { handle(JSON.parse(ev.data)); } catch (e) { console.error(e); } };
       ws.onclose = function (ev) {
         dv.connected = false;
+        (dv.closeCodes = dv.closeCodes || []).push(ev.code);  // what closed each socket, for diagnosis
         if (REFUSED[ev.code]) {   // permanent (4401 not logged in, 4403 access withdrawn, 4404 not found): stop
           dv.refused = ev.code;
           if (indicator) { indicator.classList.remove("on"); indicator.textContent = REFUSED[ev.code]; }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+import modelcodecs
+
 from webapp.dashboard.codec_fields import codec_config_from, codec_form_fields
 
 
@@ -185,8 +187,8 @@ class JobForm(forms.Form):
             kwargs["pair"] = data["pair"]
             kwargs["codec_config"] = codec_config_from(data, codec_id, self.schemas[codec_id])
             kwargs["repeat"] = bool(data.get("repeat"))
-            if data.get("dataset") and _calibrates(kwargs["codec_config"]):
-                # the only dataset is preselected for evaluate; a compress takes it only as calibration text
+            # the dataset field serves evaluate jobs and codecs that train while compressing; the others get none
+            if data.get("dataset") and _trains_on_text(kwargs["codec_config"]):
                 kwargs["dataset"] = data["dataset"]
         elif kind == "decompress":
             kwargs["artifact"] = data["artifact"]
@@ -230,15 +232,12 @@ class JobSearchForm(forms.Form):
         return filters
 
 
-def _calibrates(config: dict) -> bool:
-    """Whether the codec config trains on calibration text (BitDelta's distillation); unknown configs say yes so
-    the job service gives its own error."""
-    import modelcodecs
-
+def _trains_on_text(codec_config: dict) -> bool:
+    """Does this codec config read calibration text while compressing (BitDelta with steps > 0)?"""
     try:
-        return bool(modelcodecs.get_codec(config).calibration_tokens())
+        return modelcodecs.get_codec(codec_config).calibration_tokens() > 0
     except modelcodecs.ModelCodecError:
-        return True
+        return True  # let job_submit give the config error
 
 
 class GradientSetPathForm(forms.Form):
