@@ -16,10 +16,12 @@ from .errors import (
     UnsupportedDtypeError,
     VerificationError,
     WrongBaseError,
+    WrongPriorError,
 )
 from .bitdelta import BitDeltaCodec
 from .fmdelta import FMDeltaCodec, FMDeltaNoBaseCodec
 from .hyper import HyperCodec
+from .lmgc import LMGCCodec
 from .registry import get_codec, get_codec_class, list_codecs, register_codec
 from .rtn import RTNCodec
 
@@ -30,6 +32,7 @@ register_codec(XorZstdCodec)
 register_codec(BitDeltaCodec)
 register_codec(HyperCodec)
 register_codec(RTNCodec)
+register_codec(LMGCCodec)
 
 from .hfio import compare_models, read_model_info  # noqa: E402
 from .pipeline import compress_model, decode_tensor, decompress_model, inspect_artifact, verify_artifact  # noqa: E402
@@ -38,7 +41,7 @@ from .pipeline import compress_models, decompress_models  # noqa: E402
 __all__ = [
     "BitDeltaCodec", "CancelledError", "Codec", "ConfigError", "CorruptArtifactError", "EncodedChunk", "FMDeltaCodec", "ModelCodecError",
     "ModelFormatError", "Param", "TensorSpec", "UnknownCodecError", "UnsafePathError", "UnsupportedDtypeError",
-    "VerificationError", "WrongBaseError", "compare_models", "compress_model", "decode_tensor", "decompress_model",
-    "compress_models", "decompress_models", "get_codec",
+    "VerificationError", "WrongBaseError", "WrongPriorError", "LMGCCodec", "compare_models", "compress_model",
+    "decode_tensor", "decompress_model", "compress_models", "decompress_models", "get_codec",
     "get_codec_class", "inspect_artifact", "list_codecs", "read_model_info", "register_codec", "verify_artifact",
 ]

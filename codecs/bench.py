@@ -582,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench_lossy
 
         return bench_lossy.main(argv[1:])
+    if any(a == "--gradients" or a.startswith("--gradients=") for a in argv):  # gradient sets: LM-GC's bench
+        from .lmgc import bench as gradient_bench
+
+        return gradient_bench.main(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     if args.nobase:

@@ -95,6 +95,10 @@ def _cmd_compress(args) -> int:
         codec_id = "fmdelta-nobase"
     codec_cls = get_codec_class(codec_id)
     config = {"id": codec_id, **dict(_parse_option(codec_cls, o) for o in args.option)}
+    if args.prior is not None:
+        if not codec_cls.needs_prior:
+            raise ConfigError(f"codec {codec_id!r} takes no prior")
+        config["prior"] = args.prior
     outputs = _outputs(args.finetuned, args.output, ".dvz")
     with _progress_bar(args.show_progress, "compress") as progress:
         summaries = pipeline.compress_models(args.finetuned, outputs, codec=config, base_dir=args.base,
@@ -113,7 +117,7 @@ def _cmd_decompress(args) -> int:
     outputs = _outputs(args.artifact, args.output, "")
     with _progress_bar(args.show_progress, "decompress") as progress:
         summaries = pipeline.decompress_models(args.artifact, outputs, base_dir=args.base, threads=args.threads,
-                                               progress=progress)
+                                               progress=progress, prior=args.prior)
     dicts = [s.as_dict() for s in summaries]
     lines = []
     for out, s in zip(outputs, dicts):
@@ -128,7 +132,8 @@ def _cmd_verify(args) -> int:
     with _progress_bar(args.show_progress, "verify") as progress:
         expected = manifest.read_manifest(args.manifest) if args.manifest else None
         report = pipeline.verify_artifact(args.artifact, base_dir=args.base, reference_dir=args.reference,
-                                          expected_files=expected, threads=args.threads, progress=progress)
+                                          expected_files=expected, threads=args.threads, progress=progress,
+                                          prior=args.prior)
     r = report.as_dict()
     errors = "".join(f"\n  {e['name']}: relative delta error {e['relative_delta_error']:.4g}, max abs error "
                      f"{e['max_abs_error']:.4g}" for e in r["tensors"])
@@ -203,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "tensor, or under half of the tensor bytes, with the fine-tune (refused otherwise)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="codec option")
     p.add_argument("--calibration-text", help="UTF-8 text for codecs that train while compressing (bitdelta)")
+    p.add_argument("--prior", help="prior folder (LM-GC: a local causal LM; default: the built-in model)")
     common(p)
     p.set_defaults(func=_cmd_compress)
 
@@ -211,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist or be empty); with "
                    "several artifacts, a folder that gets one restored folder per artifact, named after it")
     p.add_argument("--base", help="base model folder the artifact was made against")
+    p.add_argument("--prior", help="prior folder the artifact was coded with, where it is now (LM-GC)")
     common(p)
     p.set_defaults(func=_cmd_decompress)
 
@@ -220,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model folder the artifact was made against")
     p.add_argument("--manifest", help="JSON manifest of the original files' hashes (`modelcodecs manifest`), kept "
                                       "outside the artifact: the restored files must match it")
+    p.add_argument("--prior", help="prior folder the artifact was coded with, where it is now (LM-GC)")
     common(p)
     p.set_defaults(func=_cmd_verify)
 

@@ -47,3 +47,7 @@ class VerificationError(ModelCodecError, ValueError):
 
 class CancelledError(ModelCodecError, RuntimeError):
     """The caller asked to stop; nothing partial was left behind."""
+
+
+class WrongPriorError(WrongBaseError):
+    """The prior given for decoding (LM-GC) is not the prior the artifact was coded with."""

@@ -257,7 +257,9 @@ def _torch_zip_plan(path: Path, name: str, size: int) -> FilePlan:
 class ModelFolder:
     """A Hugging Face model folder laid out as :class:`FilePlan` s, with tensors readable by name."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, unique_names: bool = True):
+        """``unique_names=False`` reads a gradient set, where every step's file holds the same parameter names
+        (``tensors`` then maps a name to its first occurrence)."""
         self.root = Path(root)
         if not self.root.is_dir():
             raise ModelFormatError(f"{self.root}: not a folder")
@@ -282,6 +284,8 @@ class ModelFolder:
         for plan in self.files:
             for seg in plan.segments:
                 if isinstance(seg, TensorRef) and seg.named:
+                    if seg.name in self.tensors and not unique_names:
+                        continue
                     if seg.name in self.tensors:
                         raise ModelFormatError(f"tensor {seg.name!r} appears in both {self.tensors[seg.name].file} "
                                                f"and {seg.file}")

@@ -304,7 +304,8 @@ def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, thr
                   allow_unmatched_base: bool, training: dict) -> CompressSummary:
     threads = resolve_threads(threads)
     started = time.perf_counter()
-    with ModelFolder(finetuned_dir) as tuned:
+    # names only pair tensors with the base; gradient sets repeat parameter names in every step's file
+    with ModelFolder(finetuned_dir, unique_names=codec.needs_base) as tuned:
         if base is not None and not allow_unmatched_base:
             _check_base_matches(tuned, base, finetuned_dir)
         meter = _Progress(progress, tuned.total_bytes, 0.9 if training else 0.0)
@@ -517,12 +518,12 @@ class _ArtifactDecoder:
     against its fingerprint before it is used; every decoded tensor is checked against its digest."""
 
     def __init__(self, reader: ContainerReader, base: _Base | None, threads: int, cancel: CancelCheck | None,
-                 meter: _Progress):
+                 meter: _Progress, prior=None):
         self.reader, self.base, self.threads, self.cancel, self.meter = reader, base, threads, cancel, meter
         self.index = reader.index
         self.version = self.index["format"]
         self.hash_key, self.base_hash_key = tensor_hash_keys(self.version)
-        self.codec = get_codec(self.index["codec"])
+        self.codec = _decoding_codec(self.index["codec"], prior)
         # a codec registered as lossless is always checked, whatever the index claims
         self.lossless = self.index["lossless"] or self.codec.lossless
         self._stop = threading.Event()
@@ -675,24 +676,34 @@ class _ArtifactDecoder:
         return self.lossless or not any("tensor" in seg for seg in entry["segments"])
 
 
-def _open_decoder(stack: ExitStack, artifact_path, base: _Base | None, threads, cancel, progress) -> _ArtifactDecoder:
+def _decoding_codec(config: dict, prior) -> Codec:
+    """The artifact's codec; a codec with a prior (LM-GC) may be given the prior's folder where it is now (the
+    codec still checks the prior's fingerprint against the one recorded)."""
+    codec = get_codec(config)
+    if prior is not None and codec.needs_prior:
+        codec = get_codec({**config, "prior": str(prior)})
+    return codec
+
+
+def _open_decoder(stack: ExitStack, artifact_path, base: _Base | None, threads, cancel, progress, prior=None
+                  ) -> _ArtifactDecoder:
     reader = stack.enter_context(ContainerReader(artifact_path))
     meter = _Progress(progress, reader.index["original_bytes"])
-    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter)
+    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter, prior)
     decoder.check_base()
     return decoder
 
 
 def decompress_model(artifact_path, out_dir, *, base_dir=None, threads: int | None = None,
-                     progress: ProgressCallback | None = None, cancel: CancelCheck | None = None
+                     progress: ProgressCallback | None = None, cancel: CancelCheck | None = None, prior=None
                      ) -> DecompressSummary:
     """Restore the fine-tuned folder into ``out_dir`` (absent or empty), checking every hash as it writes."""
     return decompress_models([artifact_path], [out_dir], base_dir=base_dir, threads=threads, progress=progress,
-                             cancel=cancel)[0]
+                             cancel=cancel, prior=prior)[0]
 
 
 def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int | None = None,
-                      progress: ProgressCallback | None = None, cancel: CancelCheck | None = None
+                      progress: ProgressCallback | None = None, cancel: CancelCheck | None = None, prior=None
                       ) -> list[DecompressSummary]:
     """Restore several artifacts made against one base (``out_dirs[i]`` for ``artifact_paths[i]``): the base is
     opened once and each of its tensors fingerprinted once. ``progress`` restarts for each artifact."""
@@ -704,13 +715,15 @@ def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int |
             raise ConfigError(f"{out_dir}: output folder exists and is not empty")
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
-        return [_decompress_one(a, o, base, threads, progress, cancel) for a, o in zip(artifact_paths, out_dirs)]
+        return [_decompress_one(a, o, base, threads, progress, cancel, prior)
+                for a, o in zip(artifact_paths, out_dirs)]
 
 
-def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, progress, cancel) -> DecompressSummary:
+def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, progress, cancel, prior=None
+                    ) -> DecompressSummary:
     started = time.perf_counter()
     with ExitStack() as stack:
-        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress)
+        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress, prior)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.urandom(6).hex()}")
         tmp.mkdir()
@@ -783,19 +796,20 @@ def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, p
 
 def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expected_files: dict[str, str] | None = None,
                     threads: int | None = None, progress: ProgressCallback | None = None,
-                    cancel: CancelCheck | None = None) -> VerifyReport:
+                    cancel: CancelCheck | None = None, prior=None) -> VerifyReport:
     """Decode everything in memory (nothing is written) and check every recorded hash. The hashes inside an
     artifact prove only that it is intact, not that it holds the right model (a forger re-seals them); so also
     compare the decoded files with hashes kept outside the artifact: those of the files of ``reference_dir``, or
     ``expected_files`` (file name -> sha256, e.g. from a manifest or a registry). Files a lossy codec changes are
-    not compared; every file must be present on both sides."""
+    not compared; every file must be present on both sides. ``prior``: where the prior folder of a codec with a
+    prior (LM-GC) is now."""
     if reference_dir is not None and expected_files is not None:
         raise ConfigError("give a reference folder or expected file hashes, not both")
     started = time.perf_counter()
     problems = []
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
-        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress)
+        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress, prior)
         entries = decoder.index["files"]
         digests = {e["name"]: hashlib.sha256() for e in entries}
         failed: str | None = None
@@ -816,9 +830,10 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expecte
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
         errors = []
         if reference_dir is not None and not decoder.lossless:  # a second pass, tensor by tensor, on a new decoder
-            errors = _lossy_errors(_open_decoder(stack, artifact_path, base, threads, cancel, None), reference_dir)
+            errors = _lossy_errors(_open_decoder(stack, artifact_path, base, threads, cancel, None, prior),
+                                   reference_dir)
     if reference_dir is not None:
-        with ModelFolder(reference_dir) as reference:
+        with ModelFolder(reference_dir, unique_names=False) as reference:  # only its files' hashes are used
             names = {plan.name for plan in reference.files}
             problems += _compare_outside(decoder, results, names, reference.file_sha256, str(reference_dir))
     elif expected_files is not None:
@@ -881,7 +896,7 @@ def _compare_outside(decoder: _ArtifactDecoder, results: list[dict], names: set[
     return problems
 
 
-def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | None = None
+def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | None = None, prior=None
                   ) -> tuple[TensorSpec, bytearray]:
     """Decode one tensor by name without reading the others' payloads."""
     with ExitStack() as stack:
@@ -890,7 +905,7 @@ def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | Non
         positions = [i for i, t in enumerate(reader.index["tensors"]) if t["name"] == name]
         if not positions:
             raise ConfigError(f"the artifact has no tensor {name!r}")
-        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0))
+        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0), prior)
         t = reader.index["tensors"][positions[0]]
         source = reader.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
         if source.get("base") and (base is None or source["base"] not in base.folder.tensors):

@@ -19,7 +19,9 @@ from modelcodecs.abc import TensorSpec
 from modelcodecs.container import pack_chunks, unpack_chunks
 
 FIXTURE = Path(__file__).parent / "fixture"
-CODECS = [{"id": "fmdelta"}, {"id": "zstd"}, {"id": "xor-zstd"}, {"id": "fmdelta-nobase"}]
+CODECS = [{"id": "fmdelta"}, {"id": "zstd"}, {"id": "xor-zstd"}, {"id": "fmdelta-nobase"},
+          {"id": "lmgc", "window_elements": 256},
+          {"id": "lmgc", "serialisation": "iso", "separator": "comma", "bytes_per_group": 2}]
 BASE_CODECS = [{"id": "fmdelta", "chunk_elements": 4096}, {"id": "xor-zstd", "chunk_bytes": 4096}]
 
 
@@ -126,8 +128,9 @@ def _write_pair(root: Path, rows: bool = False) -> None:
         (folder / "config.json").write_text(json.dumps({"model_type": "fixture", "architectures": ["Fixture"]}))
 
 
-@pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("codec_id", ["fmdelta", "zstd", "xor-zstd", "fmdelta-nobase"])
+@pytest.mark.parametrize("codec_id,version", [(c, v) for v in (1, 2) for c in ("fmdelta", "zstd", "xor-zstd",
+                                                                                "fmdelta-nobase")]
+                         + [("lmgc", 2)])
 def test_dvz_artifacts_of_earlier_versions_restore_byte_for_byte(codec_id, version, tmp_path):
     root = FIXTURE / "dvz" / f"format.{version:02d}"
     if not (root / "finetuned").exists():

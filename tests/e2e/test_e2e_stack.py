@@ -295,3 +295,51 @@ def test_evaluate_job_of_a_lossy_artifact_through_rest_streams_partial_scores(st
     row = next(r for r in comparison["rows"] if r["artifact_id"] == artifact_id)
     assert row["codec"] == "rtn" and row["changes"][0]["metric"] == "perplexity"
     assert 8 <= row["bits_per_weight"] < 40  # int-8 weights, 1-D tensors kept lossless, configs and tokenizer
+
+
+def write_gradient_set(folder: Path, steps: int = 3) -> Path:
+    """Gradient-like tensors (heavy-tailed, a quarter exact zeros), one safetensors file per step."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    for step in range(steps):
+        weight = (rng.standard_t(4, (512, 512)) * 1e-3).astype(np.float32)
+        weight[rng.random(512) < 0.25] = 0.0
+        save_file({"fc.weight": weight, "fc.bias": (rng.standard_normal(512) * 1e-2).astype(np.float32)},
+                  str(folder / f"step_{step:08d}.safetensors"), metadata={"step": str(step)})
+    return folder
+
+
+def test_gradient_set_compresses_with_lmgc_live_over_websocket_and_restores(stack, accounts, api_alice, context):
+    folder = write_gradient_set(stack.models_root / "acme" / "e2e-gradients")
+    status, entry = api_alice.post("/api/v1/gradient-sets/", {"team": "acme", "name": "e2e-grads",
+                                                               "path": str(folder)})
+    assert status == 201, entry
+    assert entry["steps"] == [0, 1, 2] and entry["float_count"] == 3 * (512 * 512 + 512)
+    page = context.new_page()
+    page.goto("/login/")
+    token = accounts["alice"]["token"]
+    assert page.evaluate(WS_COLLECT, [f"/ws/teams/acme/jobs/?token={token}"])["opened"]
+    status, job = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "compress", "gradient_set": entry["id"],
+                                                   "codec_config": {"id": "lmgc", "window_elements": 16384}})
+    assert status == 201, job
+    page.wait_for_function(
+        f"window.__out.messages.some(m => m.type === 'job.update' && m.job.id === {job['id']} "
+        f"&& m.job.status === 'succeeded')", timeout=JOB_TIMEOUT_MS)
+    updates = [m["job"] for m in page.evaluate("window.__out.messages")
+               if m["type"] == "job.update" and m["job"]["id"] == job["id"]]
+    assert any("windows" in u["stage"] and "bits/float" in u["stage"] for u in updates), [u["stage"] for u in updates]
+    final = updates[-1]
+    assert final["metrics"]["windows"] == 3 * 17 and 0 < final["metrics"]["bits_per_float"] < 32
+    status, detail = api_alice.get(f"/api/v1/gradient-sets/{entry['id']}/")
+    assert status == 200 and [r["codec_id"] for r in detail["rates"]] == ["lmgc"]
+
+    status, restore = api_alice.post("/api/v1/jobs/", {"team": "acme", "kind": "decompress",
+                                                       "artifact": final["artifact_id"]})
+    assert status == 201, restore
+    restored = api_wait(api_alice, restore["id"])
+    assert restored["status"] == "succeeded", restored
+    assert restored["metrics"]["verification"]["status"] == "verified"
+    assert sha256_tree(Path(restored["metrics"]["output_dir"])) == sha256_tree(folder)

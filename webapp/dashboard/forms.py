@@ -253,3 +253,25 @@ def _trains_on_text(codec_config: dict) -> bool:
         return modelcodecs.get_codec(codec_config).calibration_tokens() > 0
     except modelcodecs.ModelCodecError:
         return True  # let job_submit give the config error
+
+
+class GradientSetPathForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    path = forms.CharField(max_length=1024, help_text="A folder of gradient *.safetensors files (one per step) on "
+                                                      "the server, inside your team's folders.")
+
+
+class GradientCompressForm(forms.Form):
+    """Compress a gradient set: LM-GC with the built-in prior or a registered causal LM, or a baseline."""
+
+    CODECS = (("lmgc", "LM-GC"), ("zstd", "zstd -19 (baseline)"))
+    codec = forms.ChoiceField(choices=CODECS)
+    prior = forms.ModelChoiceField(queryset=None, required=False, empty_label="built-in context model",
+                                   help_text="LM-GC only: a registered causal LM as the prior (slow on a CPU).")
+
+    def __init__(self, *args, models, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["prior"].queryset = models
+
+    def codec_config(self) -> dict:
+        return {"id": "zstd", "level": 19} if self.cleaned_data["codec"] == "zstd" else {"id": "lmgc"}

@@ -34,6 +34,9 @@ urlpatterns = [
     path("pairs/<int:pk>/import/", views.artifact_import_view, name="artifact_import"),
     path("datasets/", views.dataset_list_view, name="dataset_list"),
     path("datasets/<int:pk>/delete/", views.dataset_delete_view, name="dataset_delete"),
+
+    path("gradients/", views.gradient_set_list_view, name="gradient_set_list"),
+    path("gradients/<int:pk>/", views.gradient_set_detail, name="gradient_set_detail"),
     path("jobs/", views.job_list_view, name="job_list"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),

@@ -23,9 +23,9 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.core.exceptions import ApplicationError
 from webapp.core.paths import team_roots
 from webapp.dashboard.charts import Point, ratio_quality_svg
-from webapp.dashboard.forms import (ArtifactImportForm, DatasetPathForm, DatasetUploadForm, InvitationForm, JobForm,
-                                    JobSearchForm, MemberRoleForm, ModelPathForm, ModelUploadForm, PairCreateForm,
-                                    TeamCreateForm)
+from webapp.dashboard.forms import (ArtifactImportForm, DatasetPathForm, DatasetUploadForm, GradientCompressForm,
+                                    GradientSetPathForm, InvitationForm, JobForm, JobSearchForm, MemberRoleForm,
+                                    ModelPathForm, ModelUploadForm, PairCreateForm, TeamCreateForm)
 from webapp.dashboard.selectors import api_token_get, current_team, model_perplexity
 from webapp.dashboard.services import api_token_create, api_token_revoke
 from webapp.jobs.models import Job
@@ -33,11 +33,13 @@ from webapp.jobs.runners import job_restored_dir
 from webapp.jobs.selectors import job_get, job_list, job_restored_expires_at
 from webapp.jobs.services import job_cancel, job_delete, job_pin, job_retry, job_submit
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user, worker_queues_online
-from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get, dataset_list, model_changes,
-                                       model_delete_impact, model_get, model_list, pair_comparison, pair_delete_impact,
-                                       pair_get, pair_list)
+from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get, dataset_list, gradient_set_get,
+                                       gradient_set_list, gradient_set_rate_table, model_changes,
+                                       model_delete_impact, model_get, model_list, pair_comparison,
+                                       pair_delete_impact, pair_get, pair_list)
 from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_import, artifact_open,
-                                      dataset_delete, dataset_register_from_path, dataset_upload, model_delete,
+                                      dataset_delete, dataset_register_from_path, dataset_upload,
+                                      gradient_set_register_from_path, model_delete,
                                       model_register_from_path, model_register_upload, model_rescan, pair_create,
                                       pair_delete)
 from webapp.teams.selectors import (invitation_get_for_team, invitation_get_for_user, invitation_list_for_team,
@@ -547,3 +549,33 @@ def tokens(request):
             messages.success(request, "New token created. Keep it secret.")
         return redirect("dashboard:tokens")
     return _render(request, "dashboard/tokens.html", {"token": api_token_get(user=request.user)})
+
+
+# ---- gradient sets -------------------------------------------------------------------------------------------
+@team_required
+def gradient_set_list_view(request, team):
+    form = GradientSetPathForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        entry = _service_call(request, gradient_set_register_from_path, team=team, user=request.user,
+                              **form.cleaned_data)
+        if entry is not None:
+            messages.success(request, f"Gradient set {entry.name} registered.")
+            return redirect("dashboard:gradient_set_detail", entry.pk)
+    return _render(request, "dashboard/gradient_set_list.html", {
+        "gradient_sets": gradient_set_list(team=team), "form": form, "roots": team_roots(team),
+    })
+
+
+@login_required
+def gradient_set_detail(request, pk: int):
+    entry = gradient_set_get(id=pk, user=request.user)
+    form = GradientCompressForm(request.POST or None, models=model_list(team=entry.team))
+    if request.method == "POST" and form.is_valid():
+        job = _service_call(request, job_submit, team=entry.team, user=request.user, kind=Job.Kind.COMPRESS,
+                            gradient_set=entry, codec_config=form.codec_config(), model=form.cleaned_data["prior"])
+        if job is not None:
+            return redirect("dashboard:job_detail", job.pk)
+    return _render(request, "dashboard/gradient_set_detail.html", {
+        "gradient_set": entry, "rates": gradient_set_rate_table(gradient_set=entry), "form": form,
+        "jobs": job_list(team=entry.team).filter(gradient_set=entry)[:RECENT_JOBS],
+    })

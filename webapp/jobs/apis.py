@@ -9,7 +9,7 @@ from webapp.jobs.models import QUEUE_AUTO, QUEUE_SUBMIT_CHOICES, Job
 from webapp.jobs.selectors import job_get, job_list, job_state
 from webapp.jobs.services import job_cancel, job_delete, job_pin, job_retry, job_submit
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user
-from webapp.registry.selectors import artifact_get, dataset_get, model_get, pair_get
+from webapp.registry.selectors import artifact_get, dataset_get, gradient_set_get, model_get, pair_get
 
 
 class _JobOutput(serializers.Serializer):
@@ -35,6 +35,7 @@ class _JobOutput(serializers.Serializer):
     model_name = serializers.CharField(allow_null=True)
     dataset_id = serializers.IntegerField(allow_null=True)
     dataset_name = serializers.CharField(allow_null=True)
+    gradient_set_id = serializers.IntegerField(allow_null=True)
     input_artifact_id = serializers.IntegerField(allow_null=True)
     input_artifact_label = serializers.CharField(allow_null=True, help_text="What a decompress or evaluate job read.")
     created_by = serializers.CharField(allow_null=True)
@@ -93,8 +94,9 @@ class JobListApi(Api):
 
 
 class JobCreateApi(Api):
-    """Submit a job. compress: ``pair`` + ``codec_config``; decompress: ``artifact`` (restores and verifies);
-    evaluate: ``dataset`` + one of ``model`` / ``artifact``."""
+    """Submit a job. compress: ``pair`` + ``codec_config``, or ``gradient_set`` + ``codec_config`` (default
+    ``{"id": "lmgc"}``, the built-in prior) and optionally ``model`` (a registered causal LM as the prior);
+    decompress: ``artifact`` (restores and verifies); evaluate: ``dataset`` + one of ``model`` / ``artifact``."""
 
     class InputSerializer(serializers.Serializer):
         team = serializers.SlugField(required=False)
@@ -103,6 +105,7 @@ class JobCreateApi(Api):
         artifact = serializers.IntegerField(required=False, allow_null=True)
         model = serializers.IntegerField(required=False, allow_null=True)
         dataset = serializers.IntegerField(required=False, allow_null=True)
+        gradient_set = serializers.IntegerField(required=False, allow_null=True)
         codec_config = serializers.JSONField(required=False, help_text='e.g. {"id": "fmdelta"} or "zstd"')
         options = serializers.DictField(required=False, help_text='e.g. {"threads": 2}')
         queue = serializers.ChoiceField(
@@ -122,6 +125,7 @@ class JobCreateApi(Api):
         team = request_team_for_write(request, data.get("team"))
         refs = {
             "pair": pair_get, "artifact": artifact_get, "model": model_get, "dataset": dataset_get,
+            "gradient_set": gradient_set_get,
         }
         objects = {key: getter(id=data[key], team=team) if data.get(key) is not None else None
                    for key, getter in refs.items()}

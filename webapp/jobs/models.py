@@ -62,6 +62,8 @@ class Job(models.Model):
                               related_name="jobs")
     dataset = models.ForeignKey("registry.Dataset", null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="jobs")
+    gradient_set = models.ForeignKey("registry.GradientSet", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="jobs")
     codec_config = models.JSONField(default=dict, blank=True)
     options = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0)

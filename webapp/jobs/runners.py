@@ -27,7 +27,7 @@ from django.utils import timezone
 from webapp.core.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.jobs.reporter import JobReporter
-from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.registry.selectors import (artifact_base_dir, artifact_codec_class, artifact_expected_files,
                                        artifact_find_identical, model_changes)
 from webapp.registry.storage import artifact_local_file, artifact_store, file_sha256
@@ -42,9 +42,11 @@ class JobInputs:
     model: ModelEntry | None = None
     dataset: Dataset | None = None
     codec_config: dict | None = None
+    gradient_set: GradientSet | None = None
 
     def given(self) -> set[str]:
-        return {name for name in ("pair", "artifact", "model", "dataset", "codec_config") if getattr(self, name)}
+        return {name for name in ("pair", "artifact", "model", "dataset", "codec_config", "gradient_set")
+                if getattr(self, name)}
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ def _fresh_dir(path: Path) -> Path:
 
 # ---- compress ------------------------------------------------------------------------------------------------
 def _check_compress(inputs: JobInputs) -> JobInputs:
+    if inputs.gradient_set is not None:
+        return _check_compress_gradients(inputs)
+    if inputs.model is not None:
+        raise ApplicationError("A compress job of a pair takes no model (a model is a prior for gradient sets).")
     if inputs.pair is None:
         raise ApplicationError("A compress job needs a pair (base + fine-tuned model).")
     if not inputs.codec_config:
@@ -133,7 +139,57 @@ def _check_calibration(codec: modelcodecs.Codec, inputs: JobInputs) -> None:
             extra={"tokens": found, "needed": needed})
 
 
+def _check_compress_gradients(inputs: JobInputs) -> JobInputs:
+    """A gradient set with a codec for gradients (``lmgc``, default) or one that needs no base (a baseline for
+    the set's rate table); the prior is the built-in model or a registered model (``model``), checked here."""
+    if inputs.pair is not None:
+        raise ApplicationError("A compress job takes a pair or a gradient set, not both.")
+    config = dict(inputs.codec_config or {"id": "lmgc"}) if isinstance(inputs.codec_config or {}, dict) \
+        else {"id": inputs.codec_config}
+    if inputs.dataset is not None:
+        raise ApplicationError("A compress job of a gradient set takes no dataset.")
+    if inputs.model is not None:
+        try:
+            codec_cls = modelcodecs.get_codec_class(str(config.get("id", "")))
+        except modelcodecs.ModelCodecError:
+            codec_cls = None
+        if codec_cls is not None and not codec_cls.needs_prior:
+            raise ApplicationError(f"The codec {codec_cls.codec_id!r} takes no prior.")
+        config["prior"] = inputs.model.path
+    try:
+        codec = modelcodecs.get_codec(config)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Invalid codec config: {exc}", extra={"codec_config": config}) from exc
+    if codec.needs_base:
+        raise ApplicationError(f"The codec {codec.codec_id!r} needs a base model; gradient sets have none.")
+    if inputs.model is None and codec.needs_prior and getattr(codec, "prior", "builtin") != "builtin":
+        raise ApplicationError("Choose the prior from the registry (model), or use the built-in prior.")
+    try:
+        codec.check_prior() if hasattr(codec, "check_prior") else None
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"The prior cannot be used: {exc}") from exc
+    return replace(inputs, codec_config=codec.get_config())
+
+
+class _GradientProgress:
+    """The reporter, with windows coded and bits per float so far in the stage (refreshed at most once a
+    second, so the log gets a line per second, not per window)."""
+
+    def __init__(self, reporter: JobReporter, codec: modelcodecs.Codec):
+        self.reporter, self.stats = reporter, getattr(codec, "stats", None)
+        self._suffix, self._at = "", 0.0
+
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
+        now = time.monotonic()
+        if self.stats is not None and self.stats.windows and (now - self._at >= 1.0 or done >= total):
+            self._at = now
+            self._suffix = f" · {self.stats.windows} windows · {self.stats.bits_per_float:.2f} bits/float"
+        self.reporter(done, total, stage + self._suffix)
+
+
 def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
+    if job.gradient_set_id is not None:
+        return _run_compress_gradients(job=job, reporter=reporter)
     pair = job.pair
     if pair is None:
         raise ApplicationError("The job's pair was deleted.")
@@ -187,11 +243,54 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
     return {**_jsonable(summary), **reporter.training_metrics(), "artifact_id": artifact.pk}
 
 
+def _run_compress_gradients(*, job: Job, reporter: JobReporter) -> dict:
+    gradients = job.gradient_set
+    if gradients is None:
+        raise ApplicationError("The job's gradient set was deleted.")
+    codec = modelcodecs.get_codec(job.codec_config)
+    final_name = f"{job.team.slug}/job-{job.pk}-{codec.codec_id}.dvz"
+    tmp_path = _fresh_dir(job_work_dir(job)) / "artifact.dvz"
+    prior = getattr(codec, "prior", None)
+    reporter.log(f"compressing gradient set {gradients.name} with {codec.codec_id}"
+                 + (f" (prior: {prior})" if prior else ""))
+    try:
+        summary = modelcodecs.compress_model(
+            gradients.path, tmp_path, codec=codec, threads=job_threads(job),
+            progress=_GradientProgress(reporter, codec), cancel=reporter.cancelled,
+        ).as_dict()
+        stats = getattr(codec, "stats", None)
+        if stats is not None:
+            summary.update(windows=stats.windows, bits_per_float=round(stats.bits_per_float, 4),
+                           ideal_bits=round(stats.ideal_bits, 1), tokens=stats.tokens)
+        summary["floats"] = gradients.float_count
+        summary["rate"] = round(summary["compressed_bytes"] / summary["original_bytes"], 4)
+        reporter.stage("storing artifact")
+        with transaction.atomic():
+            artifact = Artifact(
+                team=job.team, gradient_set=gradients, job=job, codec_id=codec.codec_id,
+                codec_config=codec.get_config(), storage_name=final_name,
+                content_sha256=_payload_sha256(tmp_path), sha256=file_sha256(tmp_path)[1],
+                original_bytes=int(summary["original_bytes"]), compressed_bytes=int(summary["compressed_bytes"]),
+                ratio=float(summary["ratio"]),
+                metrics={k: summary[k] for k in ("mb_per_s", "seconds", "peak_rss_bytes", "tensors", "files",
+                                                 "rate", "floats", "windows", "bits_per_float") if k in summary},
+            )
+            artifact.full_clean()
+            artifact.storage_name = artifact_store(local=tmp_path, name=final_name)
+            artifact.save()
+    finally:
+        shutil.rmtree(job_work_dir(job), ignore_errors=True)
+    reporter.log(f"artifact #{artifact.pk}: rate {summary['rate']:.4f} ({artifact.original_bytes} -> "
+                 f"{artifact.compressed_bytes} bytes)")
+    return {**_jsonable(summary), "artifact_id": artifact.pk}
+
+
 # ---- decompress ----------------------------------------------------------------------------------------------
 def _artifact_inputs(inputs: JobInputs) -> JobInputs:
     """The pair and codec config of a job that reads an artifact come from the artifact."""
     artifact = inputs.artifact
-    return replace(inputs, pair=artifact.pair, codec_config=dict(artifact.codec_config or {"id": artifact.codec_id}))
+    return replace(inputs, pair=artifact.pair, gradient_set=artifact.gradient_set,
+                   codec_config=dict(artifact.codec_config or {"id": artifact.codec_id}))
 
 
 def _check_decompress(inputs: JobInputs) -> JobInputs:
@@ -441,7 +540,8 @@ def _run_evaluate(*, job: Job, reporter: JobReporter) -> dict:
 
 
 JOB_KINDS: dict[str, JobKind] = {
-    Job.Kind.COMPRESS: JobKind(frozenset({"pair", "codec_config", "dataset"}), _check_compress, _run_compress),
+    Job.Kind.COMPRESS: JobKind(frozenset({"pair", "gradient_set", "model", "codec_config", "dataset"}),
+                               _check_compress, _run_compress),
     Job.Kind.DECOMPRESS: JobKind(frozenset({"artifact"}), _check_decompress, _run_decompress),
     Job.Kind.EVALUATE: JobKind(frozenset({"model", "artifact", "dataset"}), _check_evaluate, _run_evaluate),
 }

@@ -112,6 +112,8 @@ def job_state(job: Job) -> dict:
         "model_name": job.model.name if job.model_id else None,
         "dataset_id": job.dataset_id,
         "dataset_name": job.dataset.name if job.dataset_id else None,
+
+        "gradient_set_id": job.gradient_set_id,
         "input_artifact_id": job.artifact_id,
         "input_artifact_label": job.artifact.label if job.artifact_id else None,
         "created_by": job.created_by.get_username() if job.created_by_id else None,

@@ -28,7 +28,7 @@ from webapp.jobs.models import QUEUE_AUTO, Job, Worker
 from webapp.jobs.reporter import JobReporter, job_progress_publish, log_tail
 from webapp.jobs.runners import JOB_KINDS, JobInputs, job_restored_dir, job_work_dir
 from webapp.jobs.selectors import job_restored_expires_at
-from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.registry.selectors import artifact_find_same_config
 from webapp.registry.services import files_remove_on_commit
 from webapp.teams.models import Team
@@ -47,7 +47,7 @@ TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 # ---- submit / cancel / retry / fail --------------------------------------------------------------------------
 def _check_team(team: Team, inputs: JobInputs) -> None:
-    for label in ("pair", "artifact", "model", "dataset"):
+    for label in ("pair", "artifact", "model", "dataset", "gradient_set"):
         obj = getattr(inputs, label)
         if obj is not None and obj.team_id != team.pk:
             raise ApplicationError(f"The {label} belongs to another team.")
@@ -82,6 +82,7 @@ def job_submit(
     artifact: Artifact | None = None,
     model: ModelEntry | None = None,
     dataset: Dataset | None = None,
+    gradient_set: GradientSet | None = None,
     codec_config: dict | None = None,
     options: dict | None = None,
     queue: str = QUEUE_AUTO,
@@ -94,7 +95,8 @@ def job_submit(
     A compress job whose pair already has an artifact of the same codec config is refused unless ``repeat``:
     it would make the same artifact again (which the run recognises and does not store twice)."""
     team_require_write(user=user, team=team)
-    inputs = JobInputs(pair=pair, artifact=artifact, model=model, dataset=dataset, codec_config=codec_config)
+    inputs = JobInputs(pair=pair, artifact=artifact, model=model, dataset=dataset, codec_config=codec_config,
+                       gradient_set=gradient_set)
     _check_team(team, inputs)
     if queue not in (*Job.Queue.values, QUEUE_AUTO):
         raise ApplicationError(f"Unknown queue {queue!r}; one of {', '.join([*Job.Queue.values, QUEUE_AUTO])}.")
@@ -118,7 +120,8 @@ def job_submit(
 
     job = Job(
         team=team, created_by=user, kind=kind, queue=queue, pair=inputs.pair, artifact=inputs.artifact,
-        model=inputs.model, dataset=inputs.dataset, codec_config=inputs.codec_config or {}, options=options,
+        model=inputs.model, dataset=inputs.dataset, gradient_set=inputs.gradient_set,
+        codec_config=inputs.codec_config or {}, options=options,
         retry_of=retry_of, celery_task_id=str(uuid.uuid4()),
     )
     job.full_clean()

@@ -15,6 +15,10 @@ from webapp.registry.selectors import (
     dataset_get,
     dataset_list,
     model_changes,
+
+    gradient_set_get,
+    gradient_set_list,
+    gradient_set_rate_table,
     model_get,
     model_list,
     pair_comparison,
@@ -30,6 +34,9 @@ from webapp.registry.services import (
     dataset_register_from_path,
     dataset_upload,
     model_delete,
+
+    gradient_set_register_from_path,
+    gradient_set_register_upload,
     model_register_from_path,
     model_register_upload,
     model_rescan,
@@ -461,6 +468,7 @@ class _ArtifactOutput(serializers.Serializer):
     team = serializers.CharField(source="team.slug")
     pair_id = serializers.IntegerField(allow_null=True)
     pair_name = serializers.CharField(source="pair.name", allow_null=True, default=None)
+    gradient_set_id = serializers.IntegerField(allow_null=True)
     job_id = serializers.IntegerField(allow_null=True)
     source = serializers.CharField()
     codec_id = serializers.CharField()
@@ -565,3 +573,110 @@ class ArtifactImportApi(Api):
         artifact = artifact_import(team=team, user=request.user, pair=pair_get(id=data["pair"], team=team),
                                    file=data["file"])
         return Response(self.OutputSerializer(artifact).data, status=status.HTTP_201_CREATED)
+
+
+# ---- gradient sets -------------------------------------------------------------------------------------------
+class _GradientSetOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    name = serializers.CharField()
+    path = serializers.CharField()
+    source = serializers.CharField()
+    description = serializers.CharField()
+    steps = serializers.ListField(child=serializers.IntegerField())
+    tensor_count = serializers.IntegerField()
+    float_count = serializers.IntegerField()
+    dtypes = serializers.DictField(child=serializers.IntegerField())
+    total_bytes = serializers.IntegerField()
+    non_float_tensors = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class GradientSetListApi(Api):
+    class OutputSerializer(_GradientSetOutput):
+        pass
+
+    @extend_schema(parameters=[TEAM_PARAM], responses={200: paginated(OutputSerializer, "GradientSetPage")})
+    def get(self, request):
+        sets = gradient_set_list(user=request.user, team=request_team_filter(request))
+        return get_paginated_response(pagination_class=LimitOffsetPagination,
+                                      serializer_class=GradientSetListApi.OutputSerializer, queryset=sets,
+                                      request=request, view=self)
+
+
+class GradientSetCreateApi(Api):
+    """Register a folder of gradient safetensors files (one per step) that is on the server, inside the team's
+    folders (``<root>/<team slug>/``)."""
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        path = serializers.CharField(max_length=1024)
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    class OutputSerializer(_GradientSetOutput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = GradientSetCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        entry = gradient_set_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"],
+                                                description=data["description"])
+        return Response(GradientSetCreateApi.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
+
+
+class GradientSetCollectionApi(GradientSetListApi, GradientSetCreateApi):
+    """``GET`` lists (GradientSetListApi), ``POST`` registers from a server path (GradientSetCreateApi)."""
+
+
+class GradientSetUploadApi(Api):
+    """Upload gradient files (multipart, field ``files`` repeated; *.safetensors only)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        team = _TeamSlugField()
+        name = serializers.CharField(max_length=200)
+        files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+
+    class OutputSerializer(_GradientSetOutput):
+        pass
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: OutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data={**request.data.dict(), "files": request.FILES.getlist("files")})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = request_team_for_write(request, data.get("team"))
+        entry = gradient_set_register_upload(team=team, user=request.user, name=data["name"], files=data["files"])
+        return Response(self.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
+
+
+class GradientSetDetailApi(Api):
+    """A gradient set with its parameters and the rate table of every codec (and prior) run on it."""
+
+    class OutputSerializer(_GradientSetOutput):
+        class RateSerializer(serializers.Serializer):
+            artifact_id = serializers.IntegerField()
+            codec_id = serializers.CharField()
+            prior = serializers.CharField(allow_null=True)
+            codec_config = serializers.DictField()
+            original_bytes = serializers.IntegerField()
+            compressed_bytes = serializers.IntegerField()
+            rate = serializers.FloatField()
+            bits_per_float = serializers.FloatField()
+            mb_per_s = serializers.FloatField(allow_null=True)
+            verification = serializers.CharField()
+
+        params = serializers.ListField(child=serializers.DictField())
+        files = serializers.ListField(child=serializers.DictField())
+        rates = RateSerializer(many=True)
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request, id: int):
+        entry = gradient_set_get(id=id, user=request.user)
+        entry.rates = gradient_set_rate_table(gradient_set=entry)
+        return Response(self.OutputSerializer(entry).data)

@@ -94,6 +94,36 @@ class Dataset(models.Model):
         return self.name
 
 
+class GradientSet(models.Model):
+    """A folder of gradient tensors (safetensors files, one per recorded training step) the team registered.
+    Compressed by codecs whose ``input_kind`` is ``gradients`` (LM-GC)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="gradient_sets")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1024)
+    source = models.CharField(max_length=10, choices=ModelEntry.Source.choices, default=ModelEntry.Source.PATH)
+    description = models.TextField(blank=True, default="")
+    steps = models.JSONField(default=list, blank=True)
+    tensor_count = models.IntegerField(default=0)
+    float_count = models.BigIntegerField(default=0)
+    dtypes = models.JSONField(default=dict, blank=True)
+    total_bytes = models.BigIntegerField(default=0)
+    params = models.JSONField(default=list, blank=True)  # name, dtype, shape, steps (first 500)
+    non_float_tensors = models.JSONField(default=list, blank=True)
+    files = models.JSONField(default=list, blank=True)  # name, size, sha256
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "gradient set"
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="gradientset_unique_team_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Artifact(models.Model):
     """A compressed fine-tune (one ``.dvz`` file in the ``artifacts`` storage), made by a compress job or
     imported (``source``)."""
@@ -110,6 +140,8 @@ class Artifact(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="artifacts")
     pair = models.ForeignKey(Pair, null=True, blank=True, on_delete=models.PROTECT, related_name="artifacts")
+    gradient_set = models.ForeignKey(GradientSet, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="artifacts")
     job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="output_artifact")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.JOB)
@@ -155,4 +187,6 @@ class Artifact(models.Model):
     def label(self) -> str:
         """``fmdelta (chunk_elements=262144) artifact #3 of pair demo``."""
         text = f"{self.codec_label} artifact #{self.pk}"
-        return f"{text} of pair {self.pair.name}" if self.pair_id else text
+        if self.pair_id:
+            return f"{text} of pair {self.pair.name}"
+        return f"{text} of gradient set {self.gradient_set.name}" if self.gradient_set_id else text

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from webapp.core.exceptions import ApplicationError
-from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.teams.models import Team
 
 
@@ -171,12 +171,19 @@ def artifact_codec_class(artifact: Artifact) -> type[modelcodecs.Codec] | None:
 
 
 def artifact_expected_files(artifact: Artifact) -> dict[str, str] | None:
-    """File name -> sha256 the registry recorded for what ``artifact`` must restore (its pair's fine-tuned model),
-    or None when nothing can be compared (a lossy codec, no pair, no hashes recorded)."""
+    """File name -> sha256 the registry recorded for what ``artifact`` must restore (its pair's fine-tuned model,
+    or its gradient set's files), or None when nothing can be compared (a lossy codec, neither pair nor gradient
+    set, no hashes recorded)."""
     codec_cls = artifact_codec_class(artifact)
-    if (codec_cls is not None and not codec_cls.lossless) or artifact.pair is None:
+    if codec_cls is not None and not codec_cls.lossless:
         return None
-    recorded = {f["name"]: f.get("sha256") for f in artifact.pair.finetuned.files or [] if f.get("name")}
+    if artifact.pair is not None:
+        files = artifact.pair.finetuned.files
+    elif artifact.gradient_set is not None:
+        files = artifact.gradient_set.files
+    else:
+        return None
+    recorded = {f["name"]: f.get("sha256") for f in files or [] if f.get("name")}
     return recorded if recorded and all(recorded.values()) else None
 
 
@@ -306,3 +313,32 @@ def _codec_lossless(codec_id: str) -> bool | None:
         return modelcodecs.get_codec_class(codec_id).lossless
     except modelcodecs.ModelCodecError:
         return None
+
+
+
+
+def gradient_set_list(*, team: Team | None = None, user: AbstractBaseUser | None = None) -> QuerySet[GradientSet]:
+    return _scope(GradientSet.objects.select_related("team"), team=team, user=user)
+
+
+def gradient_set_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> GradientSet:
+    return get_object_or_404(gradient_set_list(team=team, user=user), pk=id)
+
+
+def gradient_set_rate_table(*, gradient_set: GradientSet) -> list[dict]:
+    """One row per artifact made from the set (every codec and prior run on it), best rate first: rate =
+    compressed / original bytes, bits per float over the set's float gradients."""
+    rows = []
+    for artifact in gradient_set.artifacts.order_by("compressed_bytes", "id"):
+        config = artifact.codec_config or {}
+        rows.append({
+            "artifact_id": artifact.pk, "codec_id": artifact.codec_id,
+            "prior": config.get("prior") if "prior" in config else None,
+            "codec_config": config, "original_bytes": artifact.original_bytes,
+            "compressed_bytes": artifact.compressed_bytes,
+            "rate": round(artifact.compressed_bytes / artifact.original_bytes, 4) if artifact.original_bytes else 0.0,
+            "bits_per_float": round(8 * artifact.compressed_bytes / gradient_set.float_count, 3)
+            if gradient_set.float_count else 0.0,
+            "mb_per_s": (artifact.metrics or {}).get("mb_per_s"), "verification": artifact.verification,
+        })
+    return rows

@@ -22,7 +22,7 @@ from django.utils.text import get_valid_filename, slugify
 from webapp.core.exceptions import ApplicationError
 from webapp.core.paths import path_resolve_in_roots, team_roots
 from webapp.core.redact import redact_paths
-from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.registry.selectors import (artifact_base_dir, artifact_codec_class, model_delete_impact,
                                        pair_delete_impact)
 from webapp.registry.storage import artifact_storage, artifact_store, file_sha256
@@ -166,22 +166,15 @@ def _write_upload(upload: UploadedFile, dest: Path) -> int:
     return written
 
 
-def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
-                          files: list[UploadedFile]) -> ModelEntry:
-    """Store uploaded files as a model folder under ``$DELTAVAULT_HOME/uploads/<team>/models/<name>`` and
-    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted."""
-    team_require_write(user=user, team=team)
-    name = _require_name(name)
-    _unique_name(model=ModelEntry, team=team, name=name)
-    if not files:
-        raise ApplicationError("Upload at least one file (a *.safetensors checkpoint and its config.json).")
+def _stage_upload(*, team: Team, kind: str, name: str, files: list[UploadedFile], patterns, what: str, read):
+    """Check the uploaded names against ``patterns``, write them into a hidden staging folder, ``read`` it (which
+    validates it) and rename it into ``$DELTAVAULT_HOME/uploads/<team>/<kind>/<name>``. Returns (folder, info)."""
     names: list[str] = []
     for upload in files:
         safe = _safe_upload_name(upload.name)
-        if not any(p.fullmatch(safe) for p in MODEL_UPLOAD_PATTERNS):
-            raise ApplicationError(
-                f"File type not accepted: {upload.name!r}. Upload *.safetensors weights, *.json configs and "
-                "tokenizer files (*.model, *.txt, *.tiktoken) only.", extra={"file": upload.name})
+        if not any(p.fullmatch(safe) for p in patterns):
+            raise ApplicationError(f"File type not accepted: {upload.name!r}. Upload {what} only.",
+                                   extra={"file": upload.name})
         if safe in names:
             raise ApplicationError(f"Two uploaded files are named {safe!r}.")
         names.append(safe)
@@ -192,7 +185,7 @@ def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
         raise ApplicationError(
             f"The upload is {total} bytes; the limit is {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
 
-    target = _upload_dir(team, "models", name)
+    target = _upload_dir(team, kind, name)
     staging = target.parent / f".partial-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -201,11 +194,26 @@ def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
             written += _write_upload(upload, staging / safe)
             if written > settings.DELTAVAULT_MAX_UPLOAD_BYTES:
                 raise ApplicationError(f"The upload exceeds {settings.DELTAVAULT_MAX_UPLOAD_BYTES} bytes.")
-        info = _read_model_info(staging)
+        info = read(staging)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return target, info
+
+
+def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
+                          files: list[UploadedFile]) -> ModelEntry:
+    """Store uploaded files as a model folder under ``$DELTAVAULT_HOME/uploads/<team>/models/<name>`` and
+    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=ModelEntry, team=team, name=name)
+    if not files:
+        raise ApplicationError("Upload at least one file (a *.safetensors checkpoint and its config.json).")
+    target, info = _stage_upload(
+        team=team, kind="models", name=name, files=files, patterns=MODEL_UPLOAD_PATTERNS, read=_read_model_info,
+        what="*.safetensors weights, *.json configs and tokenizer files (*.model, *.txt, *.tiktoken)")
     try:
         with transaction.atomic():
             return _model_entry_build(team=team, user=user, name=name, path=target,
@@ -534,3 +542,66 @@ def artifact_import(*, team: Team, user: AbstractBaseUser, pair: Pair, file: Upl
     finally:
         staged.unlink(missing_ok=True)
     return artifact
+
+
+# ---- gradient sets -------------------------------------------------------------------------------------------
+GRADIENT_UPLOAD_PATTERNS = (re.compile(r".+\.safetensors$"),)
+
+
+def _read_gradient_set(path: Path) -> dict:
+    from modelcodecs.gradients import gradient_set_info
+
+    try:
+        return gradient_set_info(path)
+    except modelcodecs.ModelCodecError as exc:
+        raise ApplicationError(f"Not a gradient set we can read: {exc}", extra={"path": str(path)}) from exc
+    except OSError as exc:
+        raise ApplicationError(f"Could not read the gradient set: {exc}", extra={"path": str(path)}) from exc
+
+
+def _gradient_set_build(*, team: Team, user: AbstractBaseUser, name: str, path: Path, source: str, info: dict,
+                        description: str = "") -> GradientSet:
+    if not info["floats"]:
+        raise ApplicationError("The folder holds no float gradient tensors.", extra={"path": str(path)})
+    entry = GradientSet(
+        team=team, name=name, path=str(path), source=source, description=description, steps=info["steps"],
+        tensor_count=info["tensors"], float_count=info["floats"], dtypes=info["dtypes"],
+        total_bytes=info["total_bytes"], params=info["params"], non_float_tensors=info["non_float_tensors"],
+        files=info["file_hashes"], created_by=user,
+    )
+    entry.full_clean()
+    entry.save()
+    return entry
+
+
+@transaction.atomic
+def gradient_set_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str,
+                                    description: str = "") -> GradientSet:
+    """Register a folder of gradient safetensors files that is on the server, inside the team's folders."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=GradientSet, team=team, name=name)
+    resolved = path_resolve_in_roots(path, roots=team_roots(team), kind="dir")
+    return _gradient_set_build(team=team, user=user, name=name, path=resolved, source=ModelEntry.Source.PATH,
+                               info=_read_gradient_set(resolved), description=description)
+
+
+def gradient_set_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
+                                 files: list[UploadedFile]) -> GradientSet:
+    """Store uploaded gradient files (``*.safetensors`` only) under ``uploads/<team>/gradients/<name>`` and
+    register them."""
+    team_require_write(user=user, team=team)
+    name = _require_name(name)
+    _unique_name(model=GradientSet, team=team, name=name)
+    if not files:
+        raise ApplicationError("Upload at least one *.safetensors file of gradients.")
+    target, info = _stage_upload(team=team, kind="gradients", name=name, files=files,
+                                 patterns=GRADIENT_UPLOAD_PATTERNS, read=_read_gradient_set,
+                                 what="*.safetensors gradient files")
+    try:
+        with transaction.atomic():
+            return _gradient_set_build(team=team, user=user, name=name, path=target,
+                                       source=ModelEntry.Source.UPLOAD, info=info)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise

@@ -64,3 +64,22 @@ def test_demo_without_job(dv_dirs):
     _run("--no-job", "--username", "eve", "--password", "eve-password-1")
     assert Job.objects.count() == 0
     assert authenticate(username="eve", password="eve-password-1") is not None
+
+
+def test_gradients_command_trains_registers_and_compresses(dv_dirs, monkeypatch):
+    """The real training runs are replaced by tiny ones (same code, a few steps); the rest is the command."""
+    from modelcodecs import gradient_runs
+    from webapp.registry.models import GradientSet
+
+    _run("--no-job")
+    real_cnn, real_text = gradient_runs.train_digits_cnn, gradient_runs.train_text_transformer
+    monkeypatch.setattr(gradient_runs, "train_digits_cnn", lambda out, steps, every: real_cnn(out, steps=4, every=2))
+    monkeypatch.setattr(gradient_runs, "train_text_transformer",
+                        lambda out, steps, every: real_text(out, steps=2, every=1, hidden=16, layers=1, context=16))
+    call_command("deltavault_gradients")
+    sets = {g.name: g for g in GradientSet.objects.all()}
+    assert set(sets) == {"digits-cnn", "docs-transformer"}
+    assert sets["digits-cnn"].steps == [0, 2] and "handwritten digits" in sets["digits-cnn"].description
+    assert Artifact.objects.filter(gradient_set__isnull=False, verification="unverified").count() == 4
+    call_command("deltavault_gradients")  # again: nothing new
+    assert GradientSet.objects.count() == 2

@@ -1,0 +1,33 @@
+"""A tiny causal LM prior (Llama architecture from a config, a byte-level BPE tokenizer trained on hex text) built
+in a few seconds, for the LM-GC tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def tiny_lm_prior(folder: Path, *, seed: int = 0, hidden: int = 32, vocab_merges: int = 64) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    if (folder / "config.json").exists():
+        return folder
+    rng = np.random.default_rng(seed)
+    samples = [(rng.standard_normal(64) * 1e-3).astype(np.float32).tobytes().hex() for _ in range(50)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=256 + vocab_merges + 1, special_tokens=["<s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(samples, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="<s>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
