@@ -2,7 +2,6 @@
 roles (viewers get 403 on writes)."""
 
 import os
-from unittest import mock
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -12,25 +11,9 @@ from tests.factories import artifact_create, dataset_create, job_create, pair_cr
 from webapp.jobs.models import Job
 from webapp.registry.models import Dataset, ModelEntry, Pair
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("task")]
 
 API = "/api/v1"
-
-
-@pytest.fixture(autouse=True)
-def task():
-    with mock.patch("webapp.jobs.services.run_job_task") as task:
-        yield task
-
-
-@pytest.fixture
-def as_user(api_client):
-    def _as(user):
-        token, _ = Token.objects.get_or_create(user=user)
-        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        return api_client
-
-    return _as
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ that are 4xx JSON (never a 500 or a debug page)."""
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 
 from tests.factories import pair_create
 from webapp.registry.models import Artifact
@@ -12,16 +11,6 @@ from webapp.teams.selectors import membership_role
 
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
-
-
-@pytest.fixture
-def as_user(api_client):
-    def _as(user):
-        token, _ = Token.objects.get_or_create(user=user)
-        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        return api_client
-
-    return _as
 
 
 class InvitationApiTests:

@@ -3,55 +3,37 @@
 
 from __future__ import annotations
 
-from unittest import mock
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from tests.factories import artifact_create, job_create, model_entry_create, pair_create
 from webapp.jobs.models import Job
 from webapp.registry.models import Artifact, ModelEntry, Pair
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("task")]
 
 API = "/api/v1"
 
 
-@pytest.fixture(autouse=True)
-def task():
-    with mock.patch("webapp.jobs.services.run_job_task") as task:
-        yield task
-
-
-@pytest.fixture
-def client_for(api_client):
-    def _as(user):
-        token, _ = Token.objects.get_or_create(user=user)
-        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        return api_client
-
-    return _as
-
-
 class DeleteApiTests:
-    def test_model_delete_lists_blocking_artifacts_then_deletes_with_them(self, world, client_for, dv_dirs):
+    def test_model_delete_lists_blocking_artifacts_then_deletes_with_them(self, world, as_user, dv_dirs):
         pair = pair_create(team=world["acme"], name="p")
         artifact = artifact_create(team=world["acme"], pair=pair, compressed_bytes=7)
-        client = client_for(world["alice"])
+        client = as_user(world["alice"])
         blocked = client.delete(f"{API}/models/{pair.base_id}/")
         assert blocked.status_code == 400
         assert blocked.json()["extra"] == {"artifacts": [artifact.pk]}
         assert f"artifact #{artifact.pk} of pair p" in blocked.json()["message"]
-        member = client_for(world["mallory"]).delete(f"{API}/models/{pair.base_id}/?with_artifacts=true")
+        member = as_user(world["mallory"]).delete(f"{API}/models/{pair.base_id}/?with_artifacts=true")
         assert member.status_code == 403
-        done = client_for(world["alice"]).delete(f"{API}/models/{pair.base_id}/?with_artifacts=true")
+        done = as_user(world["alice"]).delete(f"{API}/models/{pair.base_id}/?with_artifacts=true")
         assert done.status_code == 200, done.content
         assert done.json() == {"models": 1, "pairs": 1, "artifacts": 1, "bytes_freed": 7}
         assert not Artifact.objects.exists() and not Pair.objects.exists()
         assert list(ModelEntry.objects.values_list("pk", flat=True)) == [pair.finetuned_id]
 
-    def test_job_delete_and_pin(self, world, client_for):
-        client = client_for(world["alice"])
+    def test_job_delete_and_pin(self, world, as_user):
+        client = as_user(world["alice"])
         running = job_create(team=world["acme"], status=Job.Status.RUNNING)
         assert client.delete(f"{API}/jobs/{running.pk}/").status_code == 400
         done = job_create(team=world["acme"], kind="decompress", status=Job.Status.SUCCEEDED)
@@ -83,8 +65,8 @@ class JobFilterApiTests:
         assert response.status_code == 200, response.content
         return sorted(j["id"] for j in response.json()["results"])
 
-    def test_codec_status_kind_pair_model_who_and_search(self, world, client_for, jobs):
-        client = client_for(world["alice"])
+    def test_codec_status_kind_pair_model_who_and_search(self, world, as_user, jobs):
+        client = as_user(world["alice"])
         assert self._ids(client, "codec=fmdelta") == [jobs["fm"].pk]
         assert self._ids(client, "codec=zstd") == [jobs["zstd"].pk]
         assert self._ids(client, "status=failed") == [jobs["zstd"].pk]
@@ -97,8 +79,8 @@ class JobFilterApiTests:
         assert self._ids(client, "q=judge") == [jobs["eval"].pk]
         assert self._ids(client, f"q=%23{jobs['fm'].pk}") == [jobs["fm"].pk]
 
-    def test_pages_and_names_in_the_output(self, world, client_for, jobs):
-        client = client_for(world["alice"])
+    def test_pages_and_names_in_the_output(self, world, as_user, jobs):
+        client = as_user(world["alice"])
         page = client.get(f"{API}/jobs/?limit=2").json()
         assert page["count"] == 3 and len(page["results"]) == 2 and page["next"]
         evaluate = client.get(f"{API}/jobs/{jobs['eval'].pk}/").json()
@@ -108,13 +90,13 @@ class JobFilterApiTests:
 
 
 class LabelsAndMetricsApiTests:
-    def test_artifact_label_and_raw_metrics(self, world, client_for):
+    def test_artifact_label_and_raw_metrics(self, world, as_user):
         pair = pair_create(team=world["acme"], name="p")
         artifact = artifact_create(team=world["acme"], pair=pair, codec_id="fmdelta",
                                    codec_config={"id": "fmdelta", "chunk_elements": 262144})
         job = job_create(team=world["acme"], status=Job.Status.SUCCEEDED,
                          metrics={"peak_rss_bytes": 1536, "mb_per_s": 12.5, "bytes_by_coder": {"raw": 2048}})
-        client = client_for(world["alice"])
+        client = as_user(world["alice"])
         label = client.get(f"{API}/artifacts/{artifact.pk}/").json()["label"]
         assert label == f"fmdelta (chunk_elements=262144) artifact #{artifact.pk} of pair p"
         state = client.get(f"{API}/jobs/{job.pk}/").json()
@@ -124,11 +106,11 @@ class LabelsAndMetricsApiTests:
         assert shown["mb_per_s"] == ("throughput (MB/s)", "12.5 MB/s")
         assert shown["bytes_by_coder"] == ("bytes by coder", "raw 2.0 KiB")
 
-    def test_a_repeat_is_refused_unless_asked(self, world, client_for):
+    def test_a_repeat_is_refused_unless_asked(self, world, as_user):
         pair = pair_create(team=world["acme"], name="p")
         artifact = artifact_create(team=world["acme"], pair=pair, codec_id="zstd",
                                    codec_config={"id": "zstd", "level": 3, "chunk_bytes": 4 << 20})
-        client = client_for(world["alice"])
+        client = as_user(world["alice"])
         body = {"kind": "compress", "pair": pair.pk, "codec_config": {"id": "zstd"}}
         refused = client.post(f"{API}/jobs/", body, format="json")
         assert refused.status_code == 400 and refused.json()["extra"] == {"artifact": artifact.pk}
@@ -136,12 +118,12 @@ class LabelsAndMetricsApiTests:
 
 
 class RescanApiTests:
-    def test_changes_are_shown_and_a_rescan_records_the_new_files(self, world, client_for, tiny_pair_dirs):
+    def test_changes_are_shown_and_a_rescan_records_the_new_files(self, world, as_user, tiny_pair_dirs):
         from webapp.registry.services import model_register_from_path
 
         model = model_register_from_path(team=world["acme"], user=world["alice"], name="b",
                                          path=str(tiny_pair_dirs[0]))
-        client = client_for(world["mallory"])
+        client = as_user(world["mallory"])
         assert client.get(f"{API}/models/{model.pk}/").json()["changes"] == []
         with open(tiny_pair_dirs[0] / "model.safetensors", "ab") as fh:
             fh.write(b" " * 8)

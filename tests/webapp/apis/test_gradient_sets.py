@@ -2,36 +2,18 @@
 built-in prior and with a registered causal LM as prior, the rate table, and what is refused at submit."""
 
 import json
-from unittest import mock
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_run
 from webapp.registry.models import Artifact, GradientSet
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("task")]
 
 API = "/api/v1"
-
-
-@pytest.fixture(autouse=True)
-def task():
-    with mock.patch("webapp.jobs.services.run_job_task") as task:
-        yield task
-
-
-@pytest.fixture
-def client_for(api_client):
-    def _as(user):
-        token, _ = Token.objects.get_or_create(user=user)
-        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        return api_client
-
-    return _as
 
 
 def write_gradients(folder, steps=3):
@@ -54,8 +36,8 @@ def _run_latest(kind: str) -> Job:
 
 
 class GradientSetApiTests:
-    def test_register_compress_decompress_and_rate_table(self, world, client_for, dv_dirs, collect_events):
-        client = client_for(world["alice"])
+    def test_register_compress_decompress_and_rate_table(self, world, as_user, dv_dirs, collect_events):
+        client = as_user(world["alice"])
         folder = write_gradients(dv_dirs["acme"] / "grads")
         response = client.post(API + "/gradient-sets/", {"team": "acme", "name": "cnn", "path": str(folder)},
                                format="json")
@@ -95,8 +77,8 @@ class GradientSetApiTests:
         artifact.refresh_from_db()
         assert artifact.verification == Artifact.Verification.VERIFIED
 
-    def test_upload_registers_safetensors_only(self, world, client_for, tmp_path):
-        client = client_for(world["alice"])
+    def test_upload_registers_safetensors_only(self, world, as_user, tmp_path):
+        client = as_user(world["alice"])
         folder = write_gradients(tmp_path / "g", steps=2)
         files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in sorted(folder.iterdir())]
         response = client.post(API + "/gradient-sets/upload/", {"team": "acme", "name": "up", "files": files},
@@ -108,8 +90,8 @@ class GradientSetApiTests:
                           format="multipart")
         assert bad.status_code == 400 and not GradientSet.objects.filter(name="bad").exists()
 
-    def test_what_is_refused_at_submit(self, world, client_for, dv_dirs):
-        client = client_for(world["alice"])
+    def test_what_is_refused_at_submit(self, world, as_user, dv_dirs):
+        client = as_user(world["alice"])
         folder = write_gradients(dv_dirs["acme"] / "grads", steps=1)
         set_id = client.post(API + "/gradient-sets/", {"team": "acme", "name": "g", "path": str(folder)},
                              format="json").json()["id"]
@@ -132,7 +114,7 @@ class GradientSetApiTests:
                                                     **body}, format="json")
             assert response.status_code == 400 and message in response.json()["message"], response.content
         assert not Job.objects.exists()
-        other = client_for(world["bob"]).get(API + f"/gradient-sets/{set_id}/")
+        other = as_user(world["bob"]).get(API + f"/gradient-sets/{set_id}/")
         assert other.status_code == 404
 
     def test_endpoints_are_in_the_openapi_schema(self, world, api_client):

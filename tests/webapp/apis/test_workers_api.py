@@ -3,31 +3,14 @@
 from unittest import mock
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from tests.factories import job_create, pair_create
 from webapp.jobs.models import Job
 from webapp.jobs.worker_services import worker_heartbeat
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("task")]
 
 API = "/api/v1"
-
-
-@pytest.fixture(autouse=True)
-def task():
-    with mock.patch("webapp.jobs.services.run_job_task") as task:
-        yield task
-
-
-@pytest.fixture
-def as_user(api_client):
-    def _as(user):
-        token, _ = Token.objects.get_or_create(user=user)
-        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        return api_client
-
-    return _as
 
 
 def _beat(name, queues, device=None, held=()):
