@@ -71,11 +71,13 @@ def run_job(self, job_id: int) -> dict:
 
 @shared_task(name="workers.tasks.housekeeping")
 def housekeeping() -> dict:
-    """Periodic (Celery beat): expire restored copies, remove artifact files no row points at."""
-    from webapp.jobs.services import restored_expire
+    """Periodic (Celery beat): expire restored copies, remove artifact files no row points at and scratch
+    folders of finished jobs."""
+    from webapp.jobs.services import restored_expire, work_dirs_sweep
     from webapp.registry.services import artifact_storage_sweep
 
-    return {"restored_expired": restored_expire(), "orphans_removed": artifact_storage_sweep()}
+    return {"restored_expired": restored_expire(), "orphans_removed": artifact_storage_sweep(),
+            "work_dirs_removed": work_dirs_sweep()}
 
 
 @task_failure.connect(sender=run_job)

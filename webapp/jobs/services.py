@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -293,6 +294,27 @@ def restored_expire(*, now: datetime | None = None) -> list[int]:
                 reporter.log(f"restored copy {path} expired and was removed")
                 Job.objects.filter(pk=pk).update(log_tail=job.log_tail)
                 job_progress_publish(job=job)
+    return removed
+
+
+def work_dirs_sweep(*, min_age_s: float = 3600) -> list[str]:
+    """Remove scratch folders (``job-<id>`` under ``DELTAVAULT_TMP_DIR``) of jobs that are finished or gone and
+    untouched for ``min_age_s``: a runner removes its own on the way out, but a worker killed mid-job, or a job
+    deleted or failed by the sweep before its worker noticed, leaves one behind. A running job's folder stays."""
+    root = Path(settings.DELTAVAULT_TMP_DIR)
+    if not root.is_dir():
+        return []
+    # Named as job_work_dir names them.
+    folders = {int(p.name[4:]): p for p in root.glob("job-*") if p.is_dir() and p.name[4:].isdigit()}
+    live = set(Job.objects.filter(pk__in=list(folders)).exclude(status__in=Job.TERMINAL)
+               .values_list("pk", flat=True))
+    cutoff = time.time() - min_age_s
+    removed = []
+    for pk, path in sorted(folders.items()):
+        if pk in live or path.stat().st_mtime > cutoff:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
     return removed
 
 

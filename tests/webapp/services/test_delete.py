@@ -16,7 +16,7 @@ from django.utils import timezone
 from tests.factories import artifact_create, dataset_create, job_create, model_entry_create, pair_create
 from webapp.core.exceptions import ApplicationError
 from webapp.jobs.models import Job
-from webapp.jobs.services import job_delete, job_pin, restored_expire
+from webapp.jobs.services import job_delete, job_pin, restored_expire, work_dirs_sweep
 from webapp.registry.models import Artifact, Dataset, ModelEntry, Pair
 from webapp.registry.services import (artifact_delete, artifact_storage_sweep, dataset_delete, model_delete,
                                       pair_delete)
@@ -198,4 +198,19 @@ class StorageSweepTests:
 
     def test_the_periodic_task_runs_both(self, world, dv_dirs):
         result = housekeeping()
-        assert result == {"restored_expired": [], "orphans_removed": []}
+        assert result == {"restored_expired": [], "orphans_removed": [], "work_dirs_removed": []}
+
+    def test_scratch_folders_of_finished_or_missing_jobs_go_once_old(self, world, dv_dirs):
+        tmp = dv_dirs["home"] / "tmp"
+        running = job_create(team=world["acme"], status=Job.Status.RUNNING)
+        failed = job_create(team=world["acme"], status=Job.Status.FAILED)
+        young_failed = job_create(team=world["acme"], status=Job.Status.FAILED)
+        folders = {name: tmp / f"job-{name}" for name in (running.pk, failed.pk, young_failed.pk, 999999)}
+        old = time.time() - 7200
+        for name, folder in folders.items():
+            (folder / "partial").mkdir(parents=True)
+            if name != young_failed.pk:
+                os.utime(folder, (old, old))
+        assert work_dirs_sweep() == sorted([f"job-{failed.pk}", "job-999999"])
+        assert folders[running.pk].exists() and folders[young_failed.pk].exists()
+        assert not folders[failed.pk].exists() and not folders[999999].exists()
