@@ -35,6 +35,7 @@ class Job(models.Model):
         COMPRESS = "compress", "Compress"
         DECOMPRESS = "decompress", "Decompress and verify"
         EVALUATE = "evaluate", "Evaluate"
+        STORE = "store", "Store compressed"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

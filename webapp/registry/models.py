@@ -11,6 +11,10 @@ class ModelEntry(models.Model):
         PATH = "path", "Server path"
         UPLOAD = "upload", "Upload"
 
+    class Storage(models.TextChoices):
+        FOLDER = "folder", "Folder"
+        COMPRESSED = "compressed", "Stored compressed"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="models")
     name = models.CharField(max_length=200)
     path = models.CharField(max_length=1024)
@@ -25,6 +29,10 @@ class ModelEntry(models.Model):
     files = models.JSONField(default=list, blank=True)
     # quality scores of this model, cached by evaluate jobs: {"<dataset id>:<dataset sha256>:<options>": metrics}
     scores = models.JSONField(default=dict, blank=True)
+    # COMPRESSED: the registry holds the model as tensor-store objects (``StoredTensor``), described by
+    # ``store_manifest`` (``modelcodecs.tensorstore``); ``total_bytes`` stays the logical size.
+    storage = models.CharField(max_length=12, choices=Storage.choices, default=Storage.FOLDER)
+    store_manifest = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -36,6 +44,34 @@ class ModelEntry(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class StoredTensor(models.Model):
+    """One object of a team's tensor store: a tensor (or non-tensor file) coded losslessly, kept once however many
+    models hold it. Its reference count is the number of its ``refs``; a row with none is deleted with its file."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="stored_tensors")
+    key = models.CharField(max_length=64, help_text="Content hash of the tensor (dtype, shape, bytes).")
+    logical_bytes = models.BigIntegerField(default=0)
+    stored_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team", "key"]
+        constraints = [models.UniqueConstraint(fields=["team", "key"], name="storedtensor_unique_team_key")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class StoredTensorRef(models.Model):
+    """``model`` needs ``tensor`` to be restored."""
+
+    tensor = models.ForeignKey(StoredTensor, on_delete=models.PROTECT, related_name="refs")
+    model = models.ForeignKey(ModelEntry, on_delete=models.CASCADE, related_name="tensor_refs")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tensor", "model"], name="storedtensorref_unique_tensor_model")]
 
 
 class Pair(models.Model):
