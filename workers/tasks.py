@@ -71,13 +71,14 @@ def run_job(self, job_id: int) -> dict:
 
 @shared_task(name="workers.tasks.housekeeping")
 def housekeeping() -> dict:
-    """Periodic (Celery beat): expire restored copies, remove artifact files no row points at and scratch
-    folders of finished jobs."""
+    """Periodic (Celery beat): expire restored copies (of jobs and of compressed models), remove artifact files
+    and tensor store objects no row points at, and scratch folders of finished jobs."""
     from webapp.jobs.services import restored_expire, work_dirs_sweep
-    from webapp.registry.services import artifact_storage_sweep
+    from webapp.registry.services import artifact_storage_sweep, model_restored_expire, tensor_store_sweep
 
     return {"restored_expired": restored_expire(), "orphans_removed": artifact_storage_sweep(),
-            "work_dirs_removed": work_dirs_sweep()}
+            "work_dirs_removed": work_dirs_sweep(), "model_copies_expired": model_restored_expire(),
+            "tensor_objects_removed": tensor_store_sweep()}
 
 
 @task_failure.connect(sender=run_job)

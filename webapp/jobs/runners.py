@@ -30,7 +30,7 @@ from webapp.jobs.reporter import JobReporter
 from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
 from webapp.registry.selectors import (artifact_base_dir, artifact_codec_class, artifact_expected_files,
                                        artifact_find_identical, model_changes)
-from webapp.registry.storage import artifact_local_file, artifact_store, file_sha256
+from webapp.registry.storage import artifact_local_file, artifact_store, file_sha256, model_local_folder
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _check_calibration(codec: modelcodecs.Codec, inputs: JobInputs) -> None:
     from modelcodecs.evaluate import count_tokens  # imports transformers lazily, only here
 
     try:
-        found = count_tokens(inputs.pair.finetuned.path, inputs.dataset.path, needed)
+        found = count_tokens(str(model_local_folder(inputs.pair.finetuned)), inputs.dataset.path, needed)
     except modelcodecs.ModelCodecError as exc:
         raise ApplicationError(f"Cannot read the dataset with the fine-tune's tokenizer: {exc}") from exc
     if found < needed:
@@ -155,7 +155,7 @@ def _check_compress_gradients(inputs: JobInputs) -> JobInputs:
             codec_cls = None
         if codec_cls is not None and not codec_cls.needs_prior:
             raise ApplicationError(f"The codec {codec_cls.codec_id!r} takes no prior.")
-        config["prior"] = inputs.model.path
+        config["prior"] = str(model_local_folder(inputs.model))
     try:
         codec = modelcodecs.get_codec(config)
     except modelcodecs.ModelCodecError as exc:
@@ -199,7 +199,7 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
     # The artifact is written in the job's scratch folder, outside the storage, so a killed worker leaves no
     # visible file and no row.
     tmp_path = _fresh_dir(job_work_dir(job)) / "artifact.dvz"
-    base_dir = pair.base.path if codec.needs_base else None
+    base_dir = str(model_local_folder(pair.base)) if codec.needs_base else None
     reporter.log(f"compressing {pair.finetuned.name} with {codec.codec_id}"
                  + (f" against {pair.base.name}" if base_dir else ""))
     calibration = {}
@@ -210,7 +210,7 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
         reporter.log(f"distilling on {job.dataset.name} ({codec.calibration_tokens():,} tokens)")
     try:
         summary = modelcodecs.compress_model(
-            pair.finetuned.path, tmp_path, codec=codec, base_dir=base_dir, threads=job_threads(job),
+            model_local_folder(pair.finetuned), tmp_path, codec=codec, base_dir=base_dir, threads=job_threads(job),
             progress=reporter, cancel=reporter.cancelled, **calibration,
         ).as_dict()
         reporter.stage("storing artifact")
@@ -360,8 +360,9 @@ def _lossy_errors(*, job: Job, artifact: Artifact, reporter: JobReporter) -> dic
         return {"status": "skipped", "reason": "lossy codec and no fine-tuned model recorded", "checked": 0,
                 "mismatched": []}
     with artifact_local_file(artifact) as path:
-        report = modelcodecs.verify_artifact(path, base_dir=artifact.pair.base.path,
-                                             reference_dir=artifact.pair.finetuned.path, threads=job_threads(job),
+        report = modelcodecs.verify_artifact(path, base_dir=model_local_folder(artifact.pair.base),
+                                             reference_dir=model_local_folder(artifact.pair.finetuned),
+                                             threads=job_threads(job),
                                              cancel=reporter.cancelled)
     errors = report.tensors
     return {"status": "lossy" if report.ok else str(Artifact.Verification.FAILED), "message": report.message,
@@ -435,7 +436,7 @@ def _check_evaluate(inputs: JobInputs) -> JobInputs:
         if model is None:
             raise ApplicationError("An accuracy job on an artifact needs the artifact's pair (its fine-tune).")
         try:
-            labels = classifier_labels(model.path)
+            labels = classifier_labels(str(model_local_folder(model)))
             label_ids(read_labelled(inputs.dataset.path), labels, inputs.dataset.name)
         except modelcodecs.ModelCodecError as exc:
             raise ApplicationError(f"Cannot measure accuracy of {model.name} on {inputs.dataset.name}: {exc}",
@@ -474,7 +475,7 @@ def _original_scores(*, model: ModelEntry, dataset: Dataset, options: dict, repo
     if cached:
         reporter.log(f"original scores of {model.name} on {dataset.name}: cached")
         return cached
-    scores = _score(model_dir=Path(model.path), dataset=dataset, options=options, reporter=reporter,
+    scores = _score(model_dir=model_local_folder(model), dataset=dataset, options=options, reporter=reporter,
                     which="original")
     with transaction.atomic():
         row = ModelEntry.objects.select_for_update().get(pk=model.pk)
@@ -539,9 +540,61 @@ def _run_evaluate(*, job: Job, reporter: JobReporter) -> dict:
     return metrics
 
 
+# ---- store compressed -------------------------------------------------------------------------------------------
+def _check_store(inputs: JobInputs) -> JobInputs:
+    model = inputs.model
+    if model is None:
+        raise ApplicationError("A store job needs a model.")
+    if model.storage == ModelEntry.Storage.COMPRESSED:
+        raise ApplicationError(f"Model {model.name} is stored compressed already.")
+    return inputs
+
+
+def _run_store(*, job: Job, reporter: JobReporter) -> dict:
+    """Put the model's files into its team's tensor store, where tensors already there (another model's frozen
+    layers, a re-upload) are referenced rather than written again; then record it (``model_store_commit``)."""
+    from modelcodecs.tensorstore import store_model
+
+    from webapp.registry.services import model_store_commit
+    from webapp.registry.storage import tensor_store_root
+
+    model = job.model
+    if model is None:
+        raise ApplicationError("The job's model was deleted.")
+    if model.storage == ModelEntry.Storage.COMPRESSED:
+        raise ApplicationError(f"Model {model.name} is stored compressed already.")
+    require_unchanged(model)
+    root = tensor_store_root(job.team_id)
+
+    def live(summary) -> None:
+        reporter.partial("store", {"tensors_done": summary.tensors_done, "tensors_total": summary.tensors_total,
+                                   "written_bytes": summary.written_bytes,
+                                   "deduplicated_bytes": summary.deduplicated_bytes})
+
+    def store(rewrite=()):
+        return store_model(model.path, root, threads=job_threads(job) or 1, progress=reporter,
+                           cancel=reporter.cancelled, on_tensor=live, rewrite=rewrite)
+
+    reporter.log(f"storing {model.name} in the team's tensor store")
+    summary = store()
+    recorded = {f["name"]: f.get("sha256") for f in model.files or [] if f.get("name")}
+    stored = {f["name"]: f["sha256"] for f in summary.manifest["files"]}
+    if recorded and stored != recorded:
+        differ = sorted(name for name in set(stored) | set(recorded) if stored.get(name) != recorded.get(name))
+        raise ApplicationError(f"Model {model.name}'s files differ from the ones registered ({', '.join(differ[:5])})"
+                               ": rescan it, then store it again.", extra={"files": differ})
+    reporter.stage("recording")
+    model_store_commit(model=model, summary=summary, rewrite_missing=lambda keys: store(rewrite=keys))
+    result = summary.as_dict()
+    reporter.log(f"{result['logical_bytes']} logical bytes: {result['written_bytes']} new bytes written, "
+                 f"{result['deduplicated_bytes']} bytes already stored")
+    return result
+
+
 JOB_KINDS: dict[str, JobKind] = {
     Job.Kind.COMPRESS: JobKind(frozenset({"pair", "gradient_set", "model", "codec_config", "dataset"}),
                                _check_compress, _run_compress),
     Job.Kind.DECOMPRESS: JobKind(frozenset({"artifact"}), _check_decompress, _run_decompress),
     Job.Kind.EVALUATE: JobKind(frozenset({"model", "artifact", "dataset"}), _check_evaluate, _run_evaluate),
+    Job.Kind.STORE: JobKind(frozenset({"model"}), _check_store, _run_store),
 }

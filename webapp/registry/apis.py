@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from webapp.core.apis import Api, paginated
 from webapp.core.pagination import LimitOffsetPagination, get_paginated_response
 from webapp.core.teams_api import request_team_filter, request_team_for_write
+from webapp.jobs.apis import _JobQueueCheckedOutput
 from webapp.registry.models import Dataset
 from webapp.registry.selectors import (
     artifact_get,
@@ -15,7 +16,7 @@ from webapp.registry.selectors import (
     dataset_get,
     dataset_list,
     model_changes,
-
+    model_stored_bytes,
     gradient_set_get,
     gradient_set_list,
     gradient_set_rate_table,
@@ -40,6 +41,7 @@ from webapp.registry.services import (
     model_register_from_path,
     model_register_upload,
     model_rescan,
+    model_store_submit,
     pair_create,
     pair_delete,
 )
@@ -85,10 +87,36 @@ class _ModelOutput(serializers.Serializer):
     files = serializers.ListField(child=serializers.DictField())
     changes = serializers.SerializerMethodField(help_text="How the folder differs from what was registered (empty: "
                                                           "unchanged); jobs using a changed model fail.")
+    storage = serializers.CharField(help_text="folder: read where it is; compressed: the registry keeps it in the "
+                                              "team's tensor store (total_bytes stays the logical size).")
+    stored_bytes = serializers.SerializerMethodField(
+        help_text="Bytes on disk of every tensor-store object the model needs (shared ones included); 0 for a "
+                  "folder.")
+    unique_stored_bytes = serializers.SerializerMethodField(
+        help_text="Bytes on disk no other model shares: what deleting the model frees in the tensor store.")
     created_at = serializers.DateTimeField()
 
     def get_changes(self, model) -> list[str]:
         return model_changes(model=model)
+
+    def _stored(self, model) -> dict:
+        cache = self.context.setdefault("stored_bytes", {})
+        if model.pk not in cache:
+            cache[model.pk] = model_stored_bytes(model=model)
+        return cache[model.pk]
+
+    def get_stored_bytes(self, model) -> int:
+        return self._stored(model)["stored_bytes"]
+
+    def get_unique_stored_bytes(self, model) -> int:
+        return self._stored(model)["unique_stored_bytes"]
+
+
+def _store_compressed_field() -> serializers.BooleanField:
+    return serializers.BooleanField(
+        required=False, default=False,
+        help_text="Also queue a store job: the registry keeps the model in the team's tensor store (identical "
+                  "tensors once) and restores it on demand; an uploaded folder is removed once stored.")
 
 
 class ModelListApi(Api):
@@ -118,6 +146,7 @@ class ModelCreateApi(Api):
         team = _TeamSlugField()
         name = serializers.CharField(max_length=200)
         path = serializers.CharField(max_length=1024)
+        store_compressed = _store_compressed_field()
 
     class OutputSerializer(_ModelOutput):
         pass
@@ -128,7 +157,8 @@ class ModelCreateApi(Api):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         team = request_team_for_write(request, data.get("team"))
-        entry = model_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"])
+        entry = model_register_from_path(team=team, user=request.user, name=data["name"], path=data["path"],
+                                         store_compressed=data["store_compressed"])
         return Response(ModelCreateApi.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
 
 
@@ -146,6 +176,7 @@ class ModelUploadApi(Api):
         team = _TeamSlugField()
         name = serializers.CharField(max_length=200)
         files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+        store_compressed = _store_compressed_field()
 
     class OutputSerializer(_ModelOutput):
         pass
@@ -156,7 +187,8 @@ class ModelUploadApi(Api):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         team = request_team_for_write(request, data.get("team"))
-        entry = model_register_upload(team=team, user=request.user, name=data["name"], files=data["files"])
+        entry = model_register_upload(team=team, user=request.user, name=data["name"], files=data["files"],
+                                      store_compressed=data["store_compressed"])
         return Response(self.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
 
 
@@ -195,6 +227,16 @@ class ModelRescanApi(Api):
     def post(self, request, id: int):
         entry = model_rescan(model=model_get(id=id, user=request.user), user=request.user)
         return Response(self.OutputSerializer(entry).data)
+
+
+class ModelStoreApi(Api):
+    """Queue a store job: the model goes into the team's tensor store (tensors other models hold already are
+    referenced, not written again); its progress streams like any job's."""
+
+    @extend_schema(request=None, responses={201: _JobQueueCheckedOutput})
+    def post(self, request, id: int):
+        job = model_store_submit(model=model_get(id=id, user=request.user), user=request.user)
+        return Response(_JobQueueCheckedOutput(job).data, status=status.HTTP_201_CREATED)
 
 
 class ModelItemApi(ModelDetailApi, ModelDeleteApi):

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from webapp.core.exceptions import ApplicationError
-from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair, StoredTensor, StoredTensorRef
 from webapp.teams.models import Team
 
 
@@ -66,7 +66,15 @@ def model_list(*, team: Team | None = None, user: AbstractBaseUser | None = None
 
 def model_changes(*, model: ModelEntry) -> list[str]:
     """How the model folder differs from what was recorded when it was registered (or last rescanned), by a cheap
-    check of each recorded file's size and modification time (no hashing). Empty when unchanged."""
+    check of each recorded file's size and modification time (no hashing). Empty when unchanged, and for a model
+    stored compressed: the registry holds its bytes, whatever happens to the folder."""
+    if model.storage == ModelEntry.Storage.COMPRESSED:
+        return []
+    return model_folder_changes(model=model)
+
+
+def model_folder_changes(*, model: ModelEntry) -> list[str]:
+    """:func:`model_changes` of the folder at ``model.path``, however the model is stored."""
     from pathlib import Path
 
     folder = Path(model.path)
@@ -87,6 +95,18 @@ def model_changes(*, model: ModelEntry) -> list[str]:
         elif "mtime_ns" in entry and stat.st_mtime_ns != entry["mtime_ns"]:
             changes.append(f"{name} was modified since it was registered")
     return changes
+
+
+def model_stored_bytes(*, model: ModelEntry) -> dict:
+    """What a model stored compressed takes in its team's tensor store: ``stored_bytes`` (every object it needs,
+    shared ones included) and ``unique_stored_bytes`` (objects no other model needs: what deleting it frees)."""
+    from django.db.models import Count, Sum
+
+    tensors = StoredTensor.objects.filter(pk__in=StoredTensorRef.objects.filter(model=model).values("tensor_id"))
+    total = tensors.aggregate(total=Sum("stored_bytes"))["total"] or 0
+    unique = (tensors.annotate(models=Count("refs")).filter(models=1)
+              .aggregate(total=Sum("stored_bytes"))["total"] or 0)
+    return {"stored_bytes": total, "unique_stored_bytes": unique}
 
 
 def model_get(*, id: int, team: Team | None = None, user: AbstractBaseUser | None = None) -> ModelEntry:
@@ -197,7 +217,9 @@ def artifact_base_dir(artifact: Artifact) -> str | None:
         return None
     if artifact.pair is None:
         raise ApplicationError("The artifact needs its base model, but its pair was deleted.")
-    return artifact.pair.base.path
+    from webapp.registry.storage import model_local_folder
+
+    return str(model_local_folder(artifact.pair.base))
 # ---- which artifact to keep -----------------------------------------------------------------------------------
 # the score a dataset kind is judged by, and whether higher is better
 PRIMARY_METRIC = {Dataset.Kind.TEXT: ("perplexity", False), Dataset.Kind.LABELLED: ("accuracy", True)}

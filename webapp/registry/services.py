@@ -22,10 +22,12 @@ from django.utils.text import get_valid_filename, slugify
 from webapp.core.exceptions import ApplicationError
 from webapp.core.paths import path_resolve_in_roots, team_roots
 from webapp.core.redact import redact_paths
-from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair
+from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, Pair, StoredTensor, StoredTensorRef
 from webapp.registry.selectors import (artifact_base_dir, artifact_codec_class, model_delete_impact,
                                        pair_delete_impact)
-from webapp.registry.storage import artifact_storage, artifact_store, file_sha256
+from webapp.registry.storage import (TENSOR_STORE_PREFIX, artifact_storage, artifact_store, file_sha256,
+                                     model_local_folder, model_restored_cache, tensor_store_base,
+                                     tensor_store_root)
 from webapp.teams.models import Team
 from webapp.teams.services import team_require_admin, team_require_write
 
@@ -117,6 +119,9 @@ def model_rescan(*, model: ModelEntry, user: AbstractBaseUser) -> ModelEntry:
     """Read a registered model folder again (layout, sizes, hashes, modification times) after it changed on disk.
     Artifacts coded against its old bytes (as a base) will no longer restore; their jobs say so."""
     team_require_write(user=user, team=model.team)
+    if model.storage == ModelEntry.Storage.COMPRESSED:
+        raise ApplicationError(f"Model {model.name} is stored compressed: the registry holds its bytes, so there "
+                               "is no folder to rescan. Register the changed folder as a new model.")
     _model_entry_fill(model, _read_model_info(Path(model.path)))
     model.full_clean()
     model.save()
@@ -124,15 +129,20 @@ def model_rescan(*, model: ModelEntry, user: AbstractBaseUser) -> ModelEntry:
 
 
 @transaction.atomic
-def model_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str) -> ModelEntry:
-    """Register a model folder that already is on the server, inside ``DELTAVAULT_MODEL_ROOTS``."""
+def model_register_from_path(*, team: Team, user: AbstractBaseUser, name: str, path: str,
+                             store_compressed: bool = False) -> ModelEntry:
+    """Register a model folder that already is on the server, inside ``DELTAVAULT_MODEL_ROOTS``; with
+    ``store_compressed``, also queue the job that stores it in the team's tensor store (the folder stays)."""
     team_require_write(user=user, team=team)
     name = _require_name(name)
     _unique_name(model=ModelEntry, team=team, name=name)
     resolved = path_resolve_in_roots(path, roots=team_roots(team), kind="dir")
     info = _read_model_info(resolved)
-    return _model_entry_build(team=team, user=user, name=name, path=resolved, source=ModelEntry.Source.PATH,
-                              info=info)
+    entry = _model_entry_build(team=team, user=user, name=name, path=resolved, source=ModelEntry.Source.PATH,
+                               info=info)
+    if store_compressed:
+        model_store_submit(model=entry, user=user)
+    return entry
 
 
 def _safe_upload_name(raw: str) -> str:
@@ -202,10 +212,11 @@ def _stage_upload(*, team: Team, kind: str, name: str, files: list[UploadedFile]
     return target, info
 
 
-def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
-                          files: list[UploadedFile]) -> ModelEntry:
+def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str, files: list[UploadedFile],
+                          store_compressed: bool = False) -> ModelEntry:
     """Store uploaded files as a model folder under ``$DELTAVAULT_HOME/uploads/<team>/models/<name>`` and
-    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted."""
+    register it. Only ``*.safetensors``, ``*.json`` and tokenizer files are accepted. With ``store_compressed``,
+    also queue the job that stores it in the team's tensor store, which removes the uploaded folder."""
     team_require_write(user=user, team=team)
     name = _require_name(name)
     _unique_name(model=ModelEntry, team=team, name=name)
@@ -216,8 +227,11 @@ def model_register_upload(*, team: Team, user: AbstractBaseUser, name: str,
         what="*.safetensors weights, *.json configs and tokenizer files (*.model, *.txt, *.tiktoken)")
     try:
         with transaction.atomic():
-            return _model_entry_build(team=team, user=user, name=name, path=target,
-                                      source=ModelEntry.Source.UPLOAD, info=info)
+            entry = _model_entry_build(team=team, user=user, name=name, path=target,
+                                       source=ModelEntry.Source.UPLOAD, info=info)
+            if store_compressed:
+                model_store_submit(model=entry, user=user)
+            return entry
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -235,7 +249,7 @@ def pair_create(*, team: Team, user: AbstractBaseUser, name: str, base: ModelEnt
         raise ApplicationError("The base and the fine-tuned model must be different models.")
     _unique_name(model=Pair, team=team, name=name)
     try:
-        report = modelcodecs.compare_models(base.path, finetuned.path)
+        report = modelcodecs.compare_models(model_local_folder(base), model_local_folder(finetuned))
     except modelcodecs.ModelCodecError as exc:
         raise ApplicationError(f"Could not compare the models: {exc}") from exc
     except OSError as exc:
@@ -434,8 +448,12 @@ def model_delete(*, model: ModelEntry, user: AbstractBaseUser, with_artifacts: b
     _require_idle(field="pair", objs=impact["pairs"], what="one of its pairs")
     _require_idle(field="artifact", objs=impact["artifacts"], what="one of its artifacts")
     summary = _delete_rows(artifacts=impact["artifacts"], pairs=impact["pairs"])
-    if model.source == ModelEntry.Source.UPLOAD:
+    if model.storage == ModelEntry.Storage.COMPRESSED:
+        summary["bytes_freed"] += _tensor_refs_release(model=model)
+        files_remove_on_commit(dirs=[model_restored_cache(model)])
+    elif model.source == ModelEntry.Source.UPLOAD:
         summary["bytes_freed"] += model.total_bytes
+    if model.source == ModelEntry.Source.UPLOAD:
         files_remove_on_commit(dirs=[Path(model.path)])
     model.delete()
     return {**summary, "models": 1}
@@ -456,7 +474,8 @@ def dataset_delete(*, dataset: Dataset, user: AbstractBaseUser) -> dict:
 
 def artifact_storage_sweep(*, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
     """Delete files in the artifacts storage that no Artifact row points at (left by a removal that failed after
-    its delete committed, or by a worker killed while storing). Returns the names removed."""
+    its delete committed, or by a worker killed while storing). Returns the names removed. The tensor store
+    (``tensors/``) is left to :func:`tensor_store_sweep`."""
     storage = artifact_storage()
     known = set(Artifact.objects.values_list("storage_name", flat=True))
     removed = []
@@ -467,7 +486,8 @@ def artifact_storage_sweep(*, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
         except FileNotFoundError:
             return
         for sub in dirs:
-            walk(f"{prefix}{sub}/")
+            if f"{prefix}{sub}/" != TENSOR_STORE_PREFIX:  # the tensor store has its own sweep
+                walk(f"{prefix}{sub}/")
         for name in files:
             full = f"{prefix}{name}"
             if full in known:
@@ -605,3 +625,163 @@ def gradient_set_register_upload(*, team: Team, user: AbstractBaseUser, name: st
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+
+
+# ---- models stored compressed (a tensor store per team) --------------------------------------------------------
+# A model stored compressed is a manifest (``ModelEntry.store_manifest``) naming objects of its team's tensor store
+# (``modelcodecs.tensorstore``); each object has one ``StoredTensor`` row, and each model that needs it one
+# ``StoredTensorRef``. Object files are only ever removed by a transaction that holds the team row's lock and
+# finds no row for the key, and refs are only added by a transaction that holds that lock and (re)writes any object
+# file it finds missing: so a store that reuses an object and a delete that drops its last reference cannot
+# interleave into a ref to a removed file, on PostgreSQL (row locks) as on SQLite (one writer at a time).
+
+
+def _team_lock(team_id: int) -> None:
+    Team.objects.select_for_update().only("pk").get(pk=team_id)
+
+
+def model_store_submit(*, model: ModelEntry, user: AbstractBaseUser):
+    """Queue a ``store`` job: the model's files go into the team's tensor store (see ``JOB_KINDS``)."""
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_submit
+
+    return job_submit(team=model.team, user=user, kind=Job.Kind.STORE, model=model)
+
+
+def model_store_commit(*, model: ModelEntry, summary, rewrite_missing) -> ModelEntry:
+    """Record a finished ``modelcodecs.tensorstore.store_model`` run of ``model``, in one transaction: a
+    ``StoredTensor`` row per object (existing ones locked), a ref per object, the manifest on the model. An
+    object file found missing now (a concurrent delete removed it after the run saw it) is written again by
+    ``rewrite_missing(keys)`` while the lock is held. An uploaded model's files are removed once this commits."""
+    from modelcodecs.tensorstore import manifest_keys, object_path
+
+    root = tensor_store_root(model.team_id)
+    keys = manifest_keys(summary.manifest)
+    with transaction.atomic():
+        _team_lock(model.team_id)
+        row = ModelEntry.objects.select_for_update().get(pk=model.pk)
+        if row.storage == ModelEntry.Storage.COMPRESSED:
+            raise ApplicationError(f"Model {model.name} is stored compressed already.")
+        missing = [key for key in keys if not object_path(root, key).is_file()]
+        if missing:
+            logger.warning("model %s: %d objects vanished before commit; writing them again", model.pk,
+                           len(missing))
+            rewrite_missing(missing)
+        existing = {t.key: t for t in StoredTensor.objects.select_for_update().filter(
+            team_id=model.team_id, key__in=keys).order_by("pk")}
+        StoredTensor.objects.bulk_create([
+            StoredTensor(team_id=model.team_id, key=key, logical_bytes=summary.objects[key]["logical_bytes"],
+                         stored_bytes=object_path(root, key).stat().st_size)
+            for key in keys if key not in existing])
+        tensors = StoredTensor.objects.filter(team_id=model.team_id, key__in=keys)
+        StoredTensorRef.objects.bulk_create([StoredTensorRef(tensor=t, model=row) for t in tensors])
+        row.storage = ModelEntry.Storage.COMPRESSED
+        row.store_manifest = summary.manifest
+        row.save(update_fields=["storage", "store_manifest"])
+        if row.source == ModelEntry.Source.UPLOAD:
+            files_remove_on_commit(dirs=[Path(row.path)])
+    return row
+
+
+def _tensor_refs_release(*, model: ModelEntry) -> int:
+    """Drop the model's refs (inside the caller's transaction); tensors no model needs any more lose their row
+    now and their file once the transaction commits. Returns the object bytes freed."""
+    ids = list(StoredTensorRef.objects.filter(model=model).values_list("tensor_id", flat=True))
+    # Lock the model's tensors (in one order: no deadlock) so two deletes sharing a tensor count its refs one after
+    # the other: the second sees the first's ref gone and frees the tensor.
+    list(StoredTensor.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+    StoredTensorRef.objects.filter(model=model).delete()
+    unused = list(StoredTensor.objects.filter(pk__in=ids, refs__isnull=True).values_list("pk", "key", "stored_bytes"))
+    StoredTensor.objects.filter(pk__in=[pk for pk, _, _ in unused]).delete()
+    keys, team_id = [key for _, key, _ in unused], model.team_id
+    transaction.on_commit(lambda: tensor_objects_remove(team_id=team_id, keys=keys))
+    return sum(size for _, _, size in unused)
+
+
+def tensor_objects_remove(*, team_id: int, keys: list[str]) -> list[str]:
+    """Remove the object files of ``keys`` that no ``StoredTensor`` row of the team names (a store may have
+    taken one up again since its row went). Best effort: what fails here is left to ``tensor_store_sweep``."""
+    from modelcodecs.tensorstore import remove_objects
+
+    if not keys:
+        return []
+    try:
+        with transaction.atomic():
+            _team_lock(team_id)
+            needed = set(StoredTensor.objects.filter(team_id=team_id, key__in=keys).values_list("key", flat=True))
+            return remove_objects(tensor_store_root(team_id), [k for k in keys if k not in needed])
+    except Exception:  # noqa: BLE001 - the sweep removes them later
+        logger.warning("could not remove tensor store objects of team %s", team_id, exc_info=True)
+        return []
+
+
+def tensor_store_sweep(*, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
+    """Bring each team's tensor store back in line with its rows: remove object files no row names (left by a
+    crash between a delete's commit and its file removal, or by a store job killed before its commit) once older
+    than ``min_age_s`` (a running store writes its objects before its rows), and rows no model refers to (with
+    their files). A team with a store job in flight is left for the next sweep. Returns ``team/key`` removed."""
+    from modelcodecs.tensorstore import iter_object_files, remove_objects
+
+    from webapp.jobs.models import Job
+
+    base = tensor_store_base()
+    if not base.is_dir():
+        return []
+    removed = []
+    busy = set(Job.objects.filter(kind=Job.Kind.STORE).exclude(status__in=Job.TERMINAL)
+               .values_list("team_id", flat=True))
+    for folder in sorted(base.iterdir()):
+        if not folder.name.isdigit() or int(folder.name) in busy:
+            continue
+        team_id = int(folder.name)
+        with transaction.atomic():
+            if not Team.objects.filter(pk=team_id).exists():
+                if time.time() - folder.stat().st_mtime >= min_age_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(f"{team_id}/*")
+                continue
+            _team_lock(team_id)
+            unused = list(StoredTensor.objects.filter(team_id=team_id, refs__isnull=True).values_list("pk", "key"))
+            StoredTensor.objects.filter(pk__in=[pk for pk, _ in unused]).delete()
+            dropped = {key for _, key in unused}
+            known = set(StoredTensor.objects.filter(team_id=team_id).values_list("key", flat=True))
+            now = time.time()
+            orphans = [key for key, path in iter_object_files(folder)
+                       if key not in known and (key in dropped or now - path.stat().st_mtime >= min_age_s)]
+            stale_tmp = [p for p in (folder / "objects").glob("*/.*.tmp") if now - p.stat().st_mtime >= min_age_s]
+            removed += [f"{team_id}/{key}" for key in remove_objects(folder, orphans)]
+        for path in stale_tmp:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+def model_restored_expire(*, now: float | None = None) -> list[str]:
+    """Remove restored copies of compressed models unused for ``DELTAVAULT_RESTORED_TTL_HOURS`` (a queued or
+    running job of the model keeps its copy), copies of an older manifest and of models that no longer exist.
+    Returns the folder names removed (the periodic ``housekeeping`` task calls this)."""
+    from django.db.models import Q
+
+    from webapp.jobs.models import Job
+
+    root = Path(settings.DELTAVAULT_RESTORED_DIR) / "models"
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    ttl_s = float(settings.DELTAVAULT_RESTORED_TTL_HOURS) * 3600
+    removed = []
+    for path in sorted(root.iterdir()):
+        model_id = path.name.split("-", 1)[0]
+        if path.name.startswith(".partial-"):
+            if now - path.stat().st_mtime >= ORPHAN_MIN_AGE_S:  # left by a killed restore
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+            continue
+        model = ModelEntry.objects.filter(pk=int(model_id)).first() if model_id.isdigit() else None
+        current = model is not None and model_restored_cache(model) == path
+        in_use = current and Job.objects.exclude(status__in=Job.TERMINAL).filter(
+            Q(model=model) | Q(pair__base=model) | Q(pair__finetuned=model)
+            | Q(artifact__pair__base=model) | Q(artifact__pair__finetuned=model)).exists()
+        if not current or (not in_use and now - path.stat().st_mtime >= ttl_s):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed

@@ -7,6 +7,7 @@ temporary copy for reading and uploaded to when storing: a settings change, not 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -19,7 +20,7 @@ from django.core.files import File
 from django.core.files.storage import Storage, storages
 
 from webapp.core.exceptions import ApplicationError
-from webapp.registry.models import Artifact
+from webapp.registry.models import Artifact, ModelEntry
 
 
 def artifact_storage() -> Storage:
@@ -68,6 +69,68 @@ def artifact_local_file(artifact: Artifact) -> Iterator[Path]:
         yield local
     finally:
         local.unlink(missing_ok=True)
+
+
+TENSOR_STORE_PREFIX = "tensors/"
+
+
+def tensor_store_base() -> Path:
+    """``<artifacts storage>/tensors/``: the tensor stores of every team. Needs a storage with local paths."""
+    try:
+        return Path(artifact_storage().path(TENSOR_STORE_PREFIX))
+    except NotImplementedError:
+        raise ApplicationError("Storing models compressed needs an artifacts storage with local paths.") from None
+
+
+def tensor_store_root(team_id: int) -> Path:
+    """The team's tensor store (``modelcodecs.tensorstore``), one per team: a tensor is never shared across
+    teams."""
+    return tensor_store_base() / str(int(team_id))
+
+
+def model_restored_cache(model: ModelEntry) -> Path:
+    """Where a compressed model is restored for readers: named after the model and its manifest, so a model
+    stored again never reuses a copy of the old bytes."""
+    digest = hashlib.sha256(json.dumps(model.store_manifest, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(settings.DELTAVAULT_RESTORED_DIR) / "models" / f"{model.pk}-{digest}"
+
+
+def model_local_folder(model: ModelEntry, *, threads: int | None = None, progress=None, cancel=None) -> Path:
+    """The folder to read ``model``'s files from; every reader of a model's files goes through here.
+
+    A model stored as a folder is read where it is. A model stored compressed is read from its own folder when it
+    was registered from a server path and that folder is unchanged; otherwise it is restored from the team's
+    tensor store into the restored cache (byte-exact, each file's sha256 checked), once: later readers reuse the
+    copy and refresh its time, and ``model_restored_expire`` removes it after ``DELTAVAULT_RESTORED_TTL_HOURS``
+    unused."""
+    from modelcodecs import ModelCodecError
+    from modelcodecs.tensorstore import restore_model
+
+    from webapp.registry.selectors import model_folder_changes
+
+    if model.storage != ModelEntry.Storage.COMPRESSED:
+        return Path(model.path)
+    if model.source == ModelEntry.Source.PATH and not model_folder_changes(model=model):
+        return Path(model.path)
+    target = model_restored_cache(model)
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".partial-{target.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            restore_model(model.store_manifest, tensor_store_root(model.team_id), partial,
+                          threads=threads or settings.DELTAVAULT_JOB_THREADS or 1, progress=progress,
+                          cancel=cancel)
+            partial.rename(target)
+        except OSError:
+            if not target.is_dir():  # a concurrent reader put its copy in place first: use that one
+                raise
+        except ModelCodecError as exc:
+            raise ApplicationError(f"Model {model.name} cannot be restored from the tensor store: {exc}",
+                                   extra={"model": model.pk}) from exc
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    os.utime(target)  # last use: the cache expires this long after it
+    return target
 
 
 def artifact_store(*, local: Path, name: str) -> str:

@@ -198,7 +198,8 @@ class StorageSweepTests:
 
     def test_the_periodic_task_runs_both(self, world, dv_dirs):
         result = housekeeping()
-        assert result == {"restored_expired": [], "orphans_removed": [], "work_dirs_removed": []}
+        assert result == {"restored_expired": [], "orphans_removed": [], "work_dirs_removed": [],
+                          "model_copies_expired": [], "tensor_objects_removed": []}
 
     def test_scratch_folders_of_finished_or_missing_jobs_go_once_old(self, world, dv_dirs):
         tmp = dv_dirs["home"] / "tmp"
