@@ -477,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     nobase.add_argument("--series-steps", type=int, default=200, help="training steps for --series (default 200)")
     nobase.add_argument("--series-every", type=int, default=20, help="steps between checkpoints (default 20)")
     nobase.add_argument("--keyframe-every", type=int, default=8, help="series keyframe interval (default 8)")
+    store = p.add_argument_group("models stored once per team (modelcodecs.bench_tensorstore)")
+    store.add_argument("--tensorstore", action="store_true", help="bytes on disk of a tensor store holding SmolLM2-"
+                       "135M bf16 twice, and with a fine-tune of its last layers, against the logical bytes")
+    store.add_argument("--tensorstore-layers", type=int, default=4, help="decoder layers the fine-tune trains")
+    store.add_argument("--tensorstore-steps", type=int, default=2, help="AdamW steps of that fine-tune")
     from .bitdelta.bench import add_arguments
 
     add_arguments(p)
@@ -596,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench_series
 
         return bench_series.main(args)
+    if args.tensorstore:
+        from . import bench_tensorstore
+
+        return bench_tensorstore.main(args)
     if args.bitdelta:
         from .bitdelta.bench import format_bitdelta, run_bitdelta
 

@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import series_cli
 
     series_cli.add_parser(sub, common)
+    from . import tensorstore_cli
+
+    tensorstore_cli.add_parser(sub, common)
 
     # `bench` is dispatched before parsing (it has its own parser); listed here for --help.
     sub.add_parser("bench", help="ratio and MB/s of every codec on a pair, side by side (bench --help)")

@@ -199,3 +199,24 @@ def test_no_temporary_files_left_and_objects_only_under_their_key(every_dtype_mo
     store_model(every_dtype_model, root)
     leftovers = [p for p in (root / "objects").rglob("*") if p.is_file() and p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_command_line_put_restore_and_gc(tmp_path, capsys):
+    from modelcodecs.cli import main
+
+    shared = _values("BF16", 4096, 1)
+    first = write_safetensors_raw(tmp_path / "a" / "model.safetensors", [
+        ("embed", "BF16", (64, 64), shared), ("own", "F32", (100,), _values("F32", 100, 2))]).parent
+    second = write_safetensors_raw(tmp_path / "b" / "model.safetensors", [
+        ("embed", "BF16", (64, 64), shared), ("new", "F32", (100,), _values("F32", 100, 3))]).parent
+    root = tmp_path / "store"
+    assert main(["store", "put", str(first), "--root", str(root), "-o", str(tmp_path / "a.json")]) == 0
+    assert main(["store", "put", str(second), "--root", str(root), "-o", str(tmp_path / "b.json"), "--json"]) == 0
+    put = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert put["deduplicated_bytes"] == len(shared)
+    assert main(["store", "gc", "--root", str(root), str(tmp_path / "b.json")]) == 0
+    assert main(["store", "restore", str(tmp_path / "b.json"), "--root", str(root), "-o", str(tmp_path / "out")]) == 0
+    assert_same_tree(second, tmp_path / "out")
+    # the first model's own tensor (and header) went with gc; the shared one stayed for the second
+    assert main(["store", "restore", str(tmp_path / "a.json"), "--root", str(root), "-o", str(tmp_path / "x")]) != 0
+    assert "missing" in capsys.readouterr().err
