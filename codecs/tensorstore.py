@@ -105,7 +105,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_object(root: str | os.PathLike, key: str, spec: TensorSpec, *, threads: int = 1, where: str = "") -> bytearray:
+def read_object(root: str | os.PathLike, key: str, spec: TensorSpec, *, threads: int | None = 1,
+                where: str = "") -> bytearray:
     """Decode the object ``key`` (expected to hold ``spec``) and check its bytes against the key. A missing or
     damaged object raises :class:`CorruptArtifactError` naming ``where`` (the tensor and file)."""
     where = where or f"tensor {spec.name!r}"
@@ -189,7 +190,7 @@ def _segment_pieces(folder: ModelFolder, plan) -> Iterator[tuple[TensorSpec, Ten
             yield spec, None, (lambda a=offset, b=stop: folder.read_range(plan.name, a, b))
 
 
-def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, threads: int = 1,
+def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, threads: int | None = 1,
                 progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
                 on_tensor: Callable[[StoreSummary], None] | None = None,
                 rewrite: Iterable[str] = ()) -> StoreSummary:
@@ -200,10 +201,9 @@ def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, thread
     rewrite = set(rewrite)
     with ModelFolder(model_dir) as folder:
         total = folder.total_bytes
-        summary = StoreSummary(tensors_total=sum(1 for _ in folder.iter_tensors()), manifest={"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
-                                         "key": "sha256(dtype, shape, bytes)",
-                                         "codec": FMDeltaNoBaseCodec().get_config(),
-                                         "logical_bytes": total, "files": []})
+        manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "key": "sha256(dtype, shape, bytes)",
+                    "codec": FMDeltaNoBaseCodec().get_config(), "logical_bytes": total, "files": []}
+        summary = StoreSummary(manifest=manifest, tensors_total=sum(1 for _ in folder.iter_tensors()))
         done = 0
         for plan in folder.files:
             file_digest = hashlib.sha256()
@@ -276,7 +276,7 @@ def _safe_relative(out_dir: Path, name: str) -> Path:
     return target
 
 
-def restore_model(manifest: dict, root: str | os.PathLike, out_dir: str | os.PathLike, *, threads: int = 1,
+def restore_model(manifest: dict, root: str | os.PathLike, out_dir: str | os.PathLike, *, threads: int | None = 1,
                   progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> dict:
     """Write the model a manifest describes into ``out_dir`` (created; must not hold those files yet), byte for
     byte; each file is written under a temporary name, its sha256 checked, then renamed. Returns

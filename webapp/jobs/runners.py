@@ -572,7 +572,7 @@ def _run_store(*, job: Job, reporter: JobReporter) -> dict:
                                    "deduplicated_bytes": summary.deduplicated_bytes})
 
     def store(rewrite=()):
-        return store_model(model.path, root, threads=job_threads(job) or 1, progress=reporter,
+        return store_model(model.path, root, threads=job_threads(job), progress=reporter,
                            cancel=reporter.cancelled, on_tensor=live, rewrite=rewrite)
 
     reporter.log(f"storing {model.name} in the team's tensor store")

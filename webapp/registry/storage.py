@@ -103,7 +103,7 @@ def model_local_folder(model: ModelEntry, *, threads: int | None = None, progres
     tensor store into the restored cache (byte-exact, each file's sha256 checked), once: later readers reuse the
     copy and refresh its time, and ``model_restored_expire`` removes it after ``DELTAVAULT_RESTORED_TTL_HOURS``
     unused."""
-    from modelcodecs import ModelCodecError
+    from modelcodecs import CorruptArtifactError
     from modelcodecs.tensorstore import restore_model
 
     from webapp.registry.selectors import model_folder_changes
@@ -118,13 +118,12 @@ def model_local_folder(model: ModelEntry, *, threads: int | None = None, progres
         partial = target.with_name(f".partial-{target.name}-{uuid.uuid4().hex[:8]}")
         try:
             restore_model(model.store_manifest, tensor_store_root(model.team_id), partial,
-                          threads=threads or settings.DELTAVAULT_JOB_THREADS or 1, progress=progress,
-                          cancel=cancel)
+                          threads=threads or settings.DELTAVAULT_JOB_THREADS, progress=progress, cancel=cancel)
             partial.rename(target)
         except OSError:
             if not target.is_dir():  # a concurrent reader put its copy in place first: use that one
                 raise
-        except ModelCodecError as exc:
+        except CorruptArtifactError as exc:
             raise ApplicationError(f"Model {model.name} cannot be restored from the tensor store: {exc}",
                                    extra={"model": model.pk}) from exc
         finally:
