@@ -220,3 +220,20 @@ def test_command_line_put_restore_and_gc(tmp_path, capsys):
     # the first model's own tensor (and header) went with gc; the shared one stayed for the second
     assert main(["store", "restore", str(tmp_path / "a.json"), "--root", str(root), "-o", str(tmp_path / "x")]) != 0
     assert "missing" in capsys.readouterr().err
+
+
+def test_bench_case_counts_what_the_second_model_adds(tmp_path):
+    from modelcodecs.bench_tensorstore import format_case, run_case
+
+    shared = _values("BF16", 4096, 1)
+    first = write_safetensors_raw(tmp_path / "a" / "model.safetensors", [
+        ("embed", "BF16", (64, 64), shared), ("own", "F32", (100,), _values("F32", 100, 2))]).parent
+    second = write_safetensors_raw(tmp_path / "b" / "model.safetensors", [
+        ("embed", "BF16", (64, 64), shared), ("own", "F32", (100,), _values("F32", 100, 3))]).parent
+    case = run_case("two models", first, second, tmp_path / "work", 1, log=lambda _: None)
+    one, two = case["rows"]
+    # the tensor and the safetensors header (same names, shapes, offsets) are shared; "own" differs
+    assert one["deduplicated_bytes"] == 0 and len(shared) < two["deduplicated_bytes"] < two["logical_bytes"]
+    assert case["bytes_on_disk"] == one["written_bytes"] + two["written_bytes"] < case["alone_bytes"]
+    assert case["logical_bytes"] == one["logical_bytes"] + two["logical_bytes"]
+    assert "two models" in format_case(case)
