@@ -67,7 +67,8 @@ class StoredTensor(models.Model):
 class StoredTensorRef(models.Model):
     """``model`` needs ``tensor`` to be restored."""
 
-    tensor = models.ForeignKey(StoredTensor, on_delete=models.PROTECT, related_name="refs")
+    # RESTRICT: a tensor with refs is never deleted alone, only with its models (a team deleted whole)
+    tensor = models.ForeignKey(StoredTensor, on_delete=models.RESTRICT, related_name="refs")
     model = models.ForeignKey(ModelEntry, on_delete=models.CASCADE, related_name="tensor_refs")
 
     class Meta:

@@ -290,6 +290,13 @@ class RefcountedDeleteTests:
         assert len(removed) == len(_row_keys(world["acme"].pk) | {r.split("/")[1] for r in removed})
         assert not StoredTensor.objects.exists() and _object_keys(world["acme"].pk) == set()
 
+    def test_a_deleted_team_s_store_goes_with_the_sweep(self, world, models):
+        _store(world, models["base"])
+        folder = tensor_store_root(world["acme"].pk)
+        world["acme"].delete()  # the admin site's cascade: models, refs and rows together
+        assert not StoredTensor.objects.exists() and not StoredTensorRef.objects.exists()
+        assert tensor_store_sweep(min_age_s=0) == [f"{folder.name}/*"] and not folder.exists()
+
     def test_the_artifact_sweep_leaves_the_tensor_store_alone(self, world, models, dv_dirs):
         _store(world, models["base"])
         old = time.time() - 7200

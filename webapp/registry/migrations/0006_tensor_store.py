@@ -40,7 +40,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tensor_refs', to='registry.modelentry')),
-                ('tensor', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refs', to='registry.storedtensor')),
+                ('tensor', models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name='refs', to='registry.storedtensor')),
             ],
             options={
                 'constraints': [models.UniqueConstraint(fields=('tensor', 'model'), name='storedtensorref_unique_tensor_model')],
