@@ -89,6 +89,12 @@ def require_unchanged(*models: ModelEntry | None) -> None:
                 extra={"model": model.pk, "changes": changes})
 
 
+def job_model_folder(model: ModelEntry, reporter: JobReporter) -> Path:
+    """``model``'s folder for the reporter's job: restored from the tensor store first when it is stored
+    compressed (logged; the job's cancel stops the restore)."""
+    return model_local_folder(model, threads=job_threads(reporter.job), cancel=reporter.cancelled, log=reporter.log)
+
+
 def _fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -199,7 +205,7 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
     # The artifact is written in the job's scratch folder, outside the storage, so a killed worker leaves no
     # visible file and no row.
     tmp_path = _fresh_dir(job_work_dir(job)) / "artifact.dvz"
-    base_dir = str(model_local_folder(pair.base)) if codec.needs_base else None
+    base_dir = str(job_model_folder(pair.base, reporter)) if codec.needs_base else None
     reporter.log(f"compressing {pair.finetuned.name} with {codec.codec_id}"
                  + (f" against {pair.base.name}" if base_dir else ""))
     calibration = {}
@@ -210,7 +216,8 @@ def _run_compress(*, job: Job, reporter: JobReporter) -> dict:
         reporter.log(f"distilling on {job.dataset.name} ({codec.calibration_tokens():,} tokens)")
     try:
         summary = modelcodecs.compress_model(
-            model_local_folder(pair.finetuned), tmp_path, codec=codec, base_dir=base_dir, threads=job_threads(job),
+            job_model_folder(pair.finetuned, reporter), tmp_path, codec=codec, base_dir=base_dir,
+            threads=job_threads(job),
             progress=reporter, cancel=reporter.cancelled, **calibration,
         ).as_dict()
         reporter.stage("storing artifact")
@@ -360,8 +367,8 @@ def _lossy_errors(*, job: Job, artifact: Artifact, reporter: JobReporter) -> dic
         return {"status": "skipped", "reason": "lossy codec and no fine-tuned model recorded", "checked": 0,
                 "mismatched": []}
     with artifact_local_file(artifact) as path:
-        report = modelcodecs.verify_artifact(path, base_dir=model_local_folder(artifact.pair.base),
-                                             reference_dir=model_local_folder(artifact.pair.finetuned),
+        report = modelcodecs.verify_artifact(path, base_dir=job_model_folder(artifact.pair.base, reporter),
+                                             reference_dir=job_model_folder(artifact.pair.finetuned, reporter),
                                              threads=job_threads(job),
                                              cancel=reporter.cancelled)
     errors = report.tensors
@@ -475,7 +482,8 @@ def _original_scores(*, model: ModelEntry, dataset: Dataset, options: dict, repo
     if cached:
         reporter.log(f"original scores of {model.name} on {dataset.name}: cached")
         return cached
-    scores = _score(model_dir=model_local_folder(model), dataset=dataset, options=options, reporter=reporter,
+    scores = _score(model_dir=job_model_folder(model, reporter), dataset=dataset, options=options,
+                    reporter=reporter,
                     which="original")
     with transaction.atomic():
         row = ModelEntry.objects.select_for_update().get(pk=model.pk)

@@ -95,14 +95,14 @@ def model_restored_cache(model: ModelEntry) -> Path:
     return Path(settings.DELTAVAULT_RESTORED_DIR) / "models" / f"{model.pk}-{digest}"
 
 
-def model_local_folder(model: ModelEntry, *, threads: int | None = None, progress=None, cancel=None) -> Path:
+def model_local_folder(model: ModelEntry, *, threads: int | None = None, cancel=None, log=None) -> Path:
     """The folder to read ``model``'s files from; every reader of a model's files goes through here.
 
     A model stored as a folder is read where it is. A model stored compressed is read from its own folder when it
     was registered from a server path and that folder is unchanged; otherwise it is restored from the team's
     tensor store into the restored cache (byte-exact, each file's sha256 checked), once: later readers reuse the
     copy and refresh its time, and ``model_restored_expire`` removes it after ``DELTAVAULT_RESTORED_TTL_HOURS``
-    unused."""
+    unused. ``log(message)`` hears about a restore before it starts; ``cancel()`` may stop it."""
     from modelcodecs import CorruptArtifactError
     from modelcodecs.tensorstore import restore_model
 
@@ -114,11 +114,13 @@ def model_local_folder(model: ModelEntry, *, threads: int | None = None, progres
         return Path(model.path)
     target = model_restored_cache(model)
     if not target.is_dir():
+        if log is not None:
+            log(f"restoring model {model.name} from the tensor store ({model.total_bytes:,} bytes)")
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".partial-{target.name}-{uuid.uuid4().hex[:8]}")
         try:
             restore_model(model.store_manifest, tensor_store_root(model.team_id), partial,
-                          threads=threads or settings.DELTAVAULT_JOB_THREADS, progress=progress, cancel=cancel)
+                          threads=threads or settings.DELTAVAULT_JOB_THREADS, cancel=cancel)
             partial.rename(target)
         except OSError:
             if not target.is_dir():  # a concurrent reader put its copy in place first: use that one

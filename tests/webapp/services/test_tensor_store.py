@@ -191,6 +191,8 @@ class RestoreOnDemandTests:
         job = job_run(job=Job.objects.create(team=world["acme"], created_by=world["alice"], kind="compress",
                                              pair=pair, codec_config={"id": "fmdelta"}))
         assert job.status == Job.Status.SUCCEEDED, job.error
+        assert "restoring model base from the tensor store" in job.log_tail
+        assert "restoring model ft from the tensor store" in job.log_tail
         decompress = job_run(job=Job.objects.create(team=world["acme"], created_by=world["alice"],
                                                     kind="decompress", artifact=job.output_artifact))
         assert decompress.status == Job.Status.SUCCEEDED, decompress.error
