@@ -25,12 +25,14 @@ import hashlib
 import json
 import os
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._threads import resolve_threads
 from .abc import DTYPE_SIZES, CancelCheck, ProgressCallback, TensorSpec, check_cancel
 from .container import pack_chunks, unpack_chunks
 from .errors import CorruptArtifactError, ModelFormatError
@@ -196,39 +198,56 @@ def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, thread
                 rewrite: Iterable[str] = ()) -> StoreSummary:
     """Store every file of ``model_dir`` in the tensor store at ``root``; objects already there are not written
     again, except the keys in ``rewrite`` (found missing by the caller). ``progress(done, total, stage)`` counts
-    logical bytes; ``on_tensor(summary)`` is called after each tensor, with the figures so far. The folder is read
-    one tensor at a time, each file's sha256 computed on the way."""
+    logical bytes; ``on_tensor(summary)`` is called after each tensor, with the figures so far.
+
+    Tensors are read, hashed and coded on ``threads`` threads in the pipeline's work window (at most
+    ``2 * threads`` tensors and 64 MB ahead of the one being recorded; a larger tensor alone, its chunks coded in
+    parallel), and recorded in file order, each file's sha256 computed on the way."""
+    from .pipeline import WINDOW_BYTES, _run_ordered
+
     rewrite = set(rewrite)
+    nthreads = resolve_threads(threads)
+
+    def prepare(piece):
+        _, spec, _, read = piece
+        check_cancel(cancel)
+        data = read()
+        key = tensor_key(spec.dtype, spec.shape, data)
+        path = object_path(root, key)
+        if key not in rewrite and path.is_file():
+            return data, key, path.stat().st_size, False
+        inner = nthreads if spec.nbytes > WINDOW_BYTES else 1  # a window's worth of tensors is parallel enough
+        return data, key, write_object(root, key, spec, data, threads=inner, cancel=cancel), True
+
     with ModelFolder(model_dir) as folder:
         total = folder.total_bytes
         manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "key": "sha256(dtype, shape, bytes)",
                     "codec": FMDeltaNoBaseCodec().get_config(), "logical_bytes": total, "files": []}
-        summary = StoreSummary(manifest=manifest, tensors_total=sum(1 for _ in folder.iter_tensors()))
+        summary = StoreSummary(manifest=manifest, logical_bytes=total,
+                               tensors_total=sum(1 for _ in folder.iter_tensors()))
+        pieces = [(index, *piece) for index, plan in enumerate(folder.files)
+                  for piece in _segment_pieces(folder, plan)]
+        results = _run_ordered(pieces, prepare, lambda piece: 2 * piece[1].nbytes, nthreads, threading.Event())
         done = 0
-        for plan in folder.files:
-            file_digest = hashlib.sha256()
-            segments = []
-            for spec, tensor, read in _segment_pieces(folder, plan):
-                check_cancel(cancel)
-                data = read()
+        file_digest, segments = hashlib.sha256(), []
+        for position, plan in enumerate(folder.files):
+            for _, spec, tensor, _ in (piece for piece in pieces if piece[0] == position):
+                data, key, stored, written = next(results)
                 file_digest.update(data)
-                key = tensor_key(spec.dtype, spec.shape, data)
+                del data
                 segment = {"key": key, "dtype": spec.dtype, "shape": list(spec.shape)}
                 if tensor is not None and tensor.named:
                     segment["tensor"] = tensor.name
                 segments.append(segment)
-                known = summary.objects.get(key)
-                if known is None and (key in rewrite or not object_path(root, key).is_file()):
-                    stored = write_object(root, key, spec, data, threads=threads, cancel=cancel)
-                    summary.written_bytes += stored
-                    summary.new_keys.append(key)
-                    known = summary.objects[key] = {"logical_bytes": spec.nbytes, "stored_bytes": stored}
-                elif known is None:
-                    known = summary.objects[key] = {"logical_bytes": spec.nbytes,
-                                                    "stored_bytes": object_path(root, key).stat().st_size}
+                if key in summary.objects:  # a tied or repeated tensor: once is enough
                     summary.deduplicated_bytes += spec.nbytes
                 else:
-                    summary.deduplicated_bytes += spec.nbytes
+                    summary.objects[key] = {"logical_bytes": spec.nbytes, "stored_bytes": stored}
+                    if written:
+                        summary.written_bytes += stored
+                        summary.new_keys.append(key)
+                    else:
+                        summary.deduplicated_bytes += spec.nbytes
                 done += spec.nbytes
                 if progress is not None:
                     progress(done, total, f"storing {plan.name}")
@@ -238,7 +257,7 @@ def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, thread
                         on_tensor(summary)
             summary.manifest["files"].append({"name": plan.name, "size": plan.size, "kind": plan.kind,
                                               "sha256": file_digest.hexdigest(), "segments": segments})
-        summary.logical_bytes = total
+            file_digest, segments = hashlib.sha256(), []
     return summary
 
 

@@ -99,6 +99,14 @@ def test_tied_tensors_and_a_second_model_are_stored_once(tmp_path):
         assert_same_tree(folder, out)
 
 
+def test_threads_store_the_same_objects_and_manifest(every_dtype_model, tmp_path):
+    one = store_model(every_dtype_model, tmp_path / "one", threads=1)
+    two = store_model(every_dtype_model, tmp_path / "two", threads=3)
+    assert two.manifest == one.manifest and two.as_dict() == one.as_dict()
+    assert {k: p.read_bytes() for k, p in iter_object_files(tmp_path / "two")} == {
+        k: p.read_bytes() for k, p in iter_object_files(tmp_path / "one")}
+
+
 def test_store_again_writes_nothing_and_rewrite_restores_a_lost_object(every_dtype_model, tmp_path):
     root = tmp_path / "store"
     first = store_model(every_dtype_model, root)
@@ -237,3 +245,14 @@ def test_bench_case_counts_what_the_second_model_adds(tmp_path):
     assert case["bytes_on_disk"] == one["written_bytes"] + two["written_bytes"] < case["alone_bytes"]
     assert case["logical_bytes"] == one["logical_bytes"] + two["logical_bytes"]
     assert "two models" in format_case(case)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cancel_stops_the_store_and_leaves_no_partial_object(every_dtype_model, tmp_path, threads):
+    from modelcodecs import CancelledError
+
+    calls = []
+    with pytest.raises(CancelledError):
+        store_model(every_dtype_model, tmp_path / "store", threads=threads,
+                    cancel=lambda: calls.append(1) or len(calls) > 3)
+    assert list((tmp_path / "store").rglob(".*")) == []  # no temporary object left behind
