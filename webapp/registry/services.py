@@ -8,7 +8,9 @@ import re
 import time
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import modelcodecs
 from django.conf import settings
@@ -30,6 +32,11 @@ from webapp.registry.storage import (TENSOR_STORE_PREFIX, artifact_storage, arti
                                      tensor_store_root)
 from webapp.teams.models import Team
 from webapp.teams.services import team_require_admin, team_require_write
+
+if TYPE_CHECKING:
+    from modelcodecs.tensorstore import StoreSummary
+
+    from webapp.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -640,15 +647,16 @@ def _team_lock(team_id: int) -> None:
     Team.objects.select_for_update().only("pk").get(pk=team_id)
 
 
-def model_store_submit(*, model: ModelEntry, user: AbstractBaseUser):
+def model_store_submit(*, model: ModelEntry, user: AbstractBaseUser) -> Job:
     """Queue a ``store`` job: the model's files go into the team's tensor store (see ``JOB_KINDS``)."""
     from webapp.jobs.models import Job
-    from webapp.jobs.services import job_submit
+    from webapp.jobs.services import job_submit  # imports the registry's services: only when called
 
     return job_submit(team=model.team, user=user, kind=Job.Kind.STORE, model=model)
 
 
-def model_store_commit(*, model: ModelEntry, summary, rewrite_missing) -> ModelEntry:
+def model_store_commit(*, model: ModelEntry, summary: StoreSummary,
+                       rewrite_missing: Callable[[list[str]], object]) -> ModelEntry:
     """Record a finished ``modelcodecs.tensorstore.store_model`` run of ``model``, in one transaction: a
     ``StoredTensor`` row per object (existing ones locked), a ref per object, the manifest on the model. An
     object file found missing now (a concurrent delete removed it after the run saw it) is written again by
