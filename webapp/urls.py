@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from webapp.jobs.apis import WorkerListApi
+from webapp.registry.storage_apis import StorageBreakdownApi
 from webapp.teams.urls import invitation_urlpatterns
 
 api_v1 = [
@@ -12,6 +13,7 @@ api_v1 = [
     path("", include(("webapp.registry.urls", "registry"))),
     path("jobs/", include(("webapp.jobs.urls", "jobs"))),
     path("workers/", WorkerListApi.as_view(), name="workers"),
+    path("storage/", StorageBreakdownApi.as_view(), name="storage"),
 ]
 
 urlpatterns = [

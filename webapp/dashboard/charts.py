@@ -1,4 +1,5 @@
-"""A small server-side SVG scatter chart (compression ratio against perplexity) for the pair page.
+"""Small server-side SVG charts: compression ratio against perplexity for the pair page, and logical bytes
+against bytes on disk for the team Storage page.
 
 Drawn here rather than with a JavaScript chart library: the page stays readable without scripts, the chart is
 testable from Python, and nothing has to be vendored for it.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from html import escape
+
+from webapp.jobs.metrics import format_bytes
 
 # One colour per codec id (cycled); chosen to stay distinguishable on white.
 PALETTE = ("#3b5bdb", "#2f9e44", "#e8590c", "#ae3ec9", "#1098ad", "#c92a2a", "#f59f00", "#495057")
@@ -121,5 +124,56 @@ def ratio_quality_svg(points: list[Point], *, reference_x: float | None = None, 
         anchor, dx = ("end", -9) if x > left + plot_w * 0.8 else ("start", 9)
         parts.append(f'<text class="pt-label" x="{x + dx:.1f}" y="{y + 4:.1f}" text-anchor="{anchor}">'
                      f'{escape(p.label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class SizeBar:
+    label: str
+    logical: int    # drawn as the light bar (what the item would take stored plainly)
+    on_disk: int    # drawn over it, dark (what it takes); the light rest is what was saved
+
+
+def size_bars_svg(bars: list[SizeBar], *, title: str, width: int = 640, row_height: int = 30) -> str:
+    """Return an inline ``<svg>`` with one horizontal bar per item on a shared byte axis: logical bytes light, bytes
+    on disk dark over them, so the light part is what was saved; empty string when every bar is 0."""
+    bars = [b for b in bars if b.logical > 0 or b.on_disk > 0]
+    if not bars:
+        return ""
+    left, right, top, bottom = 200, 150, 8, 28
+    plot_w = width - left - right
+    height = top + bottom + row_height * len(bars)
+    ticks = _nice_ticks(0.0, float(max(max(b.logical, b.on_disk) for b in bars)), count=4)
+
+    def sx(value: float) -> float:
+        return left + value / ticks[-1] * plot_w
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{escape(title)}">']
+    for t in ticks:
+        x = sx(t)
+        parts.append(f'<line class="gridline" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">'
+                     f'{escape(format_bytes(t))}</text>')
+    for index, bar in enumerate(bars):
+        y = top + index * row_height + 4
+        h = row_height - 10
+        saved = bar.logical - bar.on_disk
+        summary = f"{format_bytes(bar.on_disk)} on disk of {format_bytes(bar.logical)}" + (
+            f", {format_bytes(saved)} saved" if saved > 0 else "")
+        parts.append(f'<g class="bar" data-label="{escape(bar.label)}" data-logical="{bar.logical}" '
+                     f'data-on-disk="{bar.on_disk}"><title>{escape(bar.label)}: {escape(summary)}</title>')
+        parts.append(f'<text class="pt-label" x="{left - 8}" y="{y + h / 2 + 4:.1f}" text-anchor="end">'
+                     f'{escape(bar.label)}</text>')
+        parts.append(f'<rect class="logical" x="{left}" y="{y}" width="{sx(bar.logical) - left:.1f}" '
+                     f'height="{h}" fill="{PALETTE[0]}" fill-opacity="0.22"/>')
+        parts.append(f'<rect class="on-disk" x="{left}" y="{y}" width="{sx(bar.on_disk) - left:.1f}" '
+                     f'height="{h}" fill="{PALETTE[0]}"/>')
+        parts.append(f'<text class="tick" x="{max(sx(bar.logical), sx(bar.on_disk)) + 6:.1f}" '
+                     f'y="{y + h / 2 + 4:.1f}">{escape(format_bytes(bar.on_disk))}'
+                     f'{" of " + escape(format_bytes(bar.logical)) if saved > 0 else ""}</text>')
+        parts.append("</g>")
+    parts.append(f'<line class="axis" x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}"/>')
     parts.append("</svg>")
     return "".join(parts)

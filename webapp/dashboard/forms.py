@@ -43,14 +43,23 @@ class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=ROLE_CHOICES, label="Role")
 
 
-class ModelPathForm(forms.Form):
+class _ModelRegisterForm(forms.Form):
     name = forms.CharField(max_length=200)
+    store_compressed = forms.BooleanField(
+        required=False, label="Store compressed",
+        help_text="Then code every tensor losslessly into the team's tensor store (a job; tensors other models "
+                  "share are kept once), restored on demand.")
+    field_order = ["name"]
+
+
+class ModelPathForm(_ModelRegisterForm):
     path = forms.CharField(max_length=1024, help_text="A model folder on the server, inside the allowed roots.")
+    field_order = ["name", "path"]
 
 
-class ModelUploadForm(forms.Form):
-    name = forms.CharField(max_length=200)
+class ModelUploadForm(_ModelRegisterForm):
     files = MultipleFileField(help_text="*.safetensors weights, config.json and tokenizer files.")
+    field_order = ["name", "files"]
 
 
 class PairCreateForm(forms.Form):

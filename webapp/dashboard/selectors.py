@@ -35,3 +35,9 @@ def model_perplexity(*, team: Team, model_id: int) -> float | None:
         value = (job.metrics or {}).get("perplexity")
         return float(value) if isinstance(value, (int, float)) else None
     return None
+
+
+def store_jobs_in_flight(*, team: Team) -> dict[int, Job]:
+    """Model id -> its queued or running store job (pages link it instead of offering "Store compressed" again)."""
+    jobs = job_list(team=team, filters={"kind": [Job.Kind.STORE], "status": [Job.Status.QUEUED, Job.Status.RUNNING]})
+    return {job.model_id: job for job in jobs if job.model_id}

@@ -22,11 +22,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.exceptions import ApplicationError
 from webapp.core.paths import team_roots
-from webapp.dashboard.charts import Point, ratio_quality_svg
+from webapp.dashboard.charts import Point, SizeBar, ratio_quality_svg, size_bars_svg
 from webapp.dashboard.forms import (ArtifactImportForm, DatasetPathForm, DatasetUploadForm, GradientCompressForm,
                                     GradientSetPathForm, InvitationForm, JobForm, JobSearchForm, MemberRoleForm,
                                     ModelPathForm, ModelUploadForm, PairCreateForm, TeamCreateForm)
-from webapp.dashboard.selectors import api_token_get, current_team, model_perplexity
+from webapp.dashboard.selectors import api_token_get, current_team, model_perplexity, store_jobs_in_flight
 from webapp.dashboard.services import api_token_create, api_token_revoke
 from webapp.jobs.models import Job
 from webapp.jobs.runners import job_restored_dir
@@ -37,6 +37,7 @@ from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get,
                                        gradient_set_list, gradient_set_rate_table, model_changes,
                                        model_delete_impact, model_get, model_list, pair_comparison,
                                        pair_delete_impact, pair_get, pair_list)
+from webapp.registry.storage_selectors import STORAGE_DEFINITIONS, model_storage, team_storage_breakdown
 from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_import, artifact_open,
                                       dataset_delete, dataset_register_from_path, dataset_upload,
                                       gradient_set_register_from_path, model_delete,
@@ -44,7 +45,8 @@ from webapp.registry.services import (artifact_delete, artifact_download_name, a
                                       pair_delete)
 from webapp.teams.selectors import (invitation_get_for_team, invitation_get_for_user, invitation_list_for_team,
                                     invitation_list_for_user, member_get, membership_list, membership_role,
-                                    team_get_for_user, team_list_for_user, user_is_team_admin)
+                                    team_get_for_user, team_list_for_user, user_can_write,
+                                    user_is_team_admin)
 from webapp.teams.services import (invitation_accept, invitation_cancel, invitation_create, invitation_decline,
                                    membership_remove, membership_role_set, team_choose, team_create)
 
@@ -217,6 +219,22 @@ def invitation_answer(request, pk: int, answer: str):
 
 
 # ---- models --------------------------------------------------------------------------------------------------
+def _store_submit(request, model):
+    """Submit the job that stores ``model`` compressed; its id in a message (None, and the reason, on refusal)."""
+    job = _service_call(request, job_submit, team=model.team, user=request.user, kind=Job.Kind.STORE, model=model)
+    if job is not None:
+        messages.success(request, f"Job #{job.pk} stores {model.name} compressed.")
+    return job
+
+
+def _model_registered(request, model, *, store_compressed: bool):
+    """After a registration: the store job's live page when the user asked to store it compressed, else the
+    model's page."""
+    messages.success(request, f"Model {model.name} registered.")
+    job = _store_submit(request, model) if store_compressed else None
+    return redirect("dashboard:job_detail", job.pk) if job else redirect("dashboard:model_detail", model.pk)
+
+
 @team_required
 def model_list_view(request, team):
     path_form = ModelPathForm(prefix="path")
@@ -225,19 +243,19 @@ def model_list_view(request, team):
         if request.POST.get("source") == "upload":
             upload_form = ModelUploadForm(request.POST, request.FILES, prefix="upload")
             if upload_form.is_valid():
+                data = upload_form.cleaned_data
                 model = _service_call(request, model_register_upload, team=team, user=request.user,
-                                      name=upload_form.cleaned_data["name"], files=upload_form.cleaned_data["files"])
+                                      name=data["name"], files=data["files"])
                 if model is not None:
-                    messages.success(request, f"Model {model.name} registered.")
-                    return redirect("dashboard:model_detail", model.pk)
+                    return _model_registered(request, model, store_compressed=data["store_compressed"])
         else:
             path_form = ModelPathForm(request.POST, prefix="path")
             if path_form.is_valid():
+                data = path_form.cleaned_data
                 model = _service_call(request, model_register_from_path, team=team, user=request.user,
-                                      **path_form.cleaned_data)
+                                      name=data["name"], path=data["path"])
                 if model is not None:
-                    messages.success(request, f"Model {model.name} registered.")
-                    return redirect("dashboard:model_detail", model.pk)
+                    return _model_registered(request, model, store_compressed=data["store_compressed"])
     return _render(request, "dashboard/model_list.html", {
         "models": model_list(team=team), "path_form": path_form, "upload_form": upload_form,
         "roots": team_roots(team),
@@ -249,6 +267,9 @@ def model_detail(request, pk: int):
     model = model_get(id=pk, user=request.user)
     return _render(request, "dashboard/model_detail.html", {
         "model": model,
+        "storage": model_storage(model=model),
+        "can_store": user_can_write(user=request.user, team=model.team),
+        "store_job": store_jobs_in_flight(team=model.team).get(model.pk),
         "pairs": pair_list(team=model.team, filters={"model": model.pk}),
         "changes": model_changes(model=model),
         "can_delete": user_is_team_admin(user=request.user, team=model.team),
@@ -285,6 +306,33 @@ def model_delete_view(request, pk: int):
     return _delete_page(request, obj=model, kind="model", impact=model_delete_impact(model=model),
                         delete=model_delete, back=reverse("dashboard:model_detail", args=[model.pk]),
                         done=reverse("dashboard:model_list"))
+
+
+# ---- storage -------------------------------------------------------------------------------------------------
+@team_required
+def storage_view(request, team):
+    """The team's storage: totals, what takes the space, what each codec saved, and every model with a "Store
+    compressed" button (members and admins)."""
+    breakdown = team_storage_breakdown(team=team)
+    store_jobs = store_jobs_in_flight(team=team)
+    return _render(request, "dashboard/storage.html", {
+        "breakdown": breakdown,
+        "models": [{**m, "store_job": store_jobs.get(m["id"])} for m in breakdown["models"]],
+        "definitions": STORAGE_DEFINITIONS,
+        "space_chart": size_bars_svg([SizeBar(c["label"], c["logical_bytes"], c["on_disk_bytes"])
+                                      for c in breakdown["categories"]], title="what takes the space"),
+        "codec_chart": size_bars_svg([SizeBar(c["label"], c["logical_bytes"], c["on_disk_bytes"])
+                                      for c in breakdown["codecs"]], title="what each codec saved"),
+        "can_store": user_can_write(user=request.user, team=team),
+    })
+
+
+@login_required
+@require_POST
+def model_store_view(request, pk: int):
+    """Submit the job that stores the model compressed, then follow it live on its page."""
+    job = _store_submit(request, model_get(id=pk, user=request.user))
+    return redirect("dashboard:job_detail", job.pk) if job else redirect("dashboard:storage")
 
 
 # ---- pairs ---------------------------------------------------------------------------------------------------
