@@ -1,8 +1,10 @@
-"""The pair page's SVG chart (ratio against perplexity), drawn server side."""
+"""The server-side SVG charts: the pair page's ratio against perplexity, the Storage page's size bars."""
 
 import re
 
-from webapp.dashboard.charts import Point, _nice_ticks, ratio_quality_svg
+import pytest
+
+from webapp.dashboard.charts import Point, SizeBar, _nice_ticks, ratio_quality_svg, size_bars_svg
 
 
 def test_nothing_to_plot_gives_no_svg():
@@ -37,3 +39,17 @@ def test_ticks_cover_the_range_with_round_steps():
     assert len(steps) == 1 and steps.pop() in (1, 2, 2.5, 5)
     flat = _nice_ticks(3.0, 3.0)
     assert flat[0] < 3.0 < flat[-1]
+
+
+def test_size_bars_draw_logical_light_and_on_disk_dark_on_one_axis():
+    assert size_bars_svg([], title="t") == "" and size_bars_svg([SizeBar("none", 0, 0)], title="t") == ""
+    svg = size_bars_svg([SizeBar("models", 4096, 1024), SizeBar("<uploads>", 2048, 2048)], title="space")
+    assert svg.startswith("<svg") and svg.endswith("</svg>") and "&lt;uploads&gt;" in svg
+    widths = {(m[0], m[1]): float(m[2]) for m in re.findall(
+        r'data-label="([^"]+)".*?class="(logical)" x="[\d.]+" y="[\d.]+" width="([\d.]+)"', svg)}
+    disk = {m[0]: float(m[1]) for m in re.findall(
+        r'data-label="([^"]+)".*?class="on-disk" x="[\d.]+" y="[\d.]+" width="([\d.]+)"', svg)}
+    logical_models = widths[("models", "logical")]
+    assert disk["models"] == pytest.approx(logical_models / 4)   # 1 KiB of 4 KiB on disk
+    assert disk["&lt;uploads&gt;"] == pytest.approx(logical_models / 2)
+    assert "1.0 KiB on disk of 4.0 KiB, 3.0 KiB saved" in svg
