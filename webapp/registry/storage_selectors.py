@@ -156,7 +156,7 @@ def _total(label: str, key: str, rows: list[dict]) -> dict:
 
 def _codec_rows(artifacts: list[Artifact], models: list[dict], store: dict) -> list[dict]:
     """What each codec saved: artifacts grouped by codec id, and the tensor store's two savings (shared tensors
-    stored once, then the objects' lossless coding)."""
+    stored once, then the objects' coding)."""
     by_codec: dict[str, list[Artifact]] = defaultdict(list)
     for artifact in artifacts:
         by_codec[artifact.codec_id].append(artifact)
@@ -170,7 +170,7 @@ def _codec_rows(artifacts: list[Artifact], models: list[dict], store: dict) -> l
         dedup = store["dedup_saved_bytes"]
         rows.append({"codec": "store-dedup", "label": "tensor store: shared tensors once", "items": len(stored),
                      **_sizes(logical=logical, on_disk=logical - dedup)})
-        rows.append({"codec": "store-coding", "label": "tensor store: lossless coding", "items": len(stored),
+        rows.append({"codec": "store-coding", "label": "tensor store: fmdelta-nobase coding", "items": len(stored),
                      **_sizes(logical=logical - dedup, on_disk=on_disk)})
     return rows
 
@@ -198,8 +198,9 @@ def team_storage_breakdown(*, team: Team) -> dict:
     logical bytes count once per copy the registry holds (a fine-tune uploaded and also kept as an artifact counts
     twice, as it takes space twice). Objects no model references any more (a delete's files not yet swept) are
     their own category. Per codec: artifacts grouped by codec id; a team's models stored compressed give two
-    rows, ``store-dedup`` (logical bytes -> after keeping each shared tensor once) and ``store-coding`` (-> the
-    objects' coded bytes on disk).
+    rows, ``store-dedup`` (logical bytes -> after keeping each object several models reference once) and
+    ``store-coding`` (-> the objects' bytes on disk, coded by ``fmdelta-nobase``; a tensor repeated inside one
+    model is one object too, so what that saved shows here).
     """
     models, store = _model_rows(team)
     artifacts = list(Artifact.objects.filter(team=team).select_related("pair", "gradient_set").order_by("id"))
