@@ -9,12 +9,16 @@ Team ``team``:
 - pair (base e, fine-tune d) with artifacts fmdelta 700 -> 70 and zstd 700 -> 560;
 - gradient set g (upload, 5000 B) with an lmgc artifact 5000 -> 1000, gradient set h (server path, 3000 B);
 - datasets: uploaded 1234 B, server path 99 B;
-- a decompress job's restored copy of 700 B (finished now, so it expires in DELTAVAULT_RESTORED_TTL_HOURS).
+- a decompress job's restored copy of 700 B (finished now, so it expires in DELTAVAULT_RESTORED_TTL_HOURS), and
+  a 500 B copy of model a restored for its readers, last used at ``MODEL_COPY_USED`` (expires that long after).
 Team ``other`` holds a compressed model and a restored copy that must not count.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 
 from django.conf import settings
@@ -23,6 +27,7 @@ from django.utils import timezone
 from tests.factories import artifact_create, model_entry_create, pair_create
 from webapp.jobs.models import Job
 from webapp.registry.models import Dataset, GradientSet, ModelEntry, StoredTensor, StoredTensorRef
+from webapp.registry.storage import model_restored_cache
 
 COMPRESSED, FOLDER = ModelEntry.Storage.COMPRESSED, ModelEntry.Storage.FOLDER
 UPLOAD, PATH = ModelEntry.Source.UPLOAD, ModelEntry.Source.PATH
@@ -35,10 +40,11 @@ EXPECTED_MODELS = {  # name: (logical, on disk, own, shared, held)
 EXPECTED_CATEGORIES = {  # key: (items, logical, on disk)
     "models-compressed": (3, 2300, 212), "models-uploaded": (1, 700, 700), "pair-artifacts": (2, 1400, 630),
     "gradient-sets": (1, 5000, 5000), "gradient-artifacts": (1, 5000, 1000), "datasets": (1, 1234, 1234),
-    "restored": (1, 700, 700), "unreferenced": (1, 30, 30),
+    "restored": (2, 1200, 1200), "unreferenced": (1, 30, 30),
 }
-EXPECTED_TOTALS = {"logical_bytes": 16364, "on_disk_bytes": 9506, "saved_bytes": 6858, "shared_bytes": 52,
+EXPECTED_TOTALS = {"logical_bytes": 16864, "on_disk_bytes": 10006, "saved_bytes": 6858, "shared_bytes": 52,
                    "store_objects": 4}
+MODEL_COPY_USED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt_timezone.utc)
 EXPECTED_CODECS = {  # codec: (items, logical, on disk, ratio)
     "fmdelta": (1, 700, 70, 10.0), "lmgc": (1, 5000, 1000, 5.0), "zstd": (1, 700, 560, 1.25),
     # refs' logical bytes 400 + 300 + 300 + 200 + 300 = 1500 for 900 distinct: 600 saved by keeping t2 once
@@ -46,13 +52,16 @@ EXPECTED_CODECS = {  # codec: (items, logical, on disk, ratio)
 }
 
 
-def _restored_copy(team, size: int) -> Job:
-    job = Job.objects.create(team=team, kind=Job.Kind.DECOMPRESS, status=Job.Status.SUCCEEDED,
-                             finished_at=timezone.now())
-    folder = Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk)
+def _write_copy(folder: Path, size: int) -> None:
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"\0" * (size - 100))
     (folder / "config.json").write_bytes(b"{}" + b" " * 98)
+
+
+def _restored_copy(team, size: int) -> Job:
+    job = Job.objects.create(team=team, kind=Job.Kind.DECOMPRESS, status=Job.Status.SUCCEEDED,
+                             finished_at=timezone.now())
+    _write_copy(Path(settings.DELTAVAULT_RESTORED_DIR) / str(job.pk), size)
     return job
 
 
@@ -79,6 +88,9 @@ def storage_world_build(*, team, other) -> dict:
     Dataset.objects.create(team=team, name="on-server", path="/srv/t.txt", source=PATH, size_bytes=99,
                            sha256="0" * 64)
     restored = _restored_copy(team, 700)
+    model_copy = model_restored_cache(models["a"])
+    _write_copy(model_copy, 500)
+    os.utime(model_copy, (MODEL_COPY_USED.timestamp(), MODEL_COPY_USED.timestamp()))
 
     foreign = StoredTensor.objects.create(team=other, key="f" * 64, stored_bytes=999, logical_bytes=9999)
     StoredTensorRef.objects.create(tensor=foreign, model=model_entry_create(team=other, total_bytes=9999,

@@ -35,14 +35,14 @@ from webapp.jobs.services import job_cancel, job_delete, job_pin, job_retry, job
 from webapp.jobs.worker_selectors import job_queue_warning, worker_list_live_for_user, worker_queues_online
 from webapp.registry.selectors import (artifact_get, artifact_list, dataset_get, dataset_list, gradient_set_get,
                                        gradient_set_list, gradient_set_rate_table, model_changes,
-                                       model_delete_impact, model_get, model_list, pair_comparison,
-                                       pair_delete_impact, pair_get, pair_list)
+                                       model_delete_impact, model_get, model_list, model_stored_bytes,
+                                       pair_comparison, pair_delete_impact, pair_get, pair_list)
 from webapp.registry.storage_selectors import STORAGE_DEFINITIONS, model_storage, team_storage_breakdown
 from webapp.registry.services import (artifact_delete, artifact_download_name, artifact_import, artifact_open,
                                       dataset_delete, dataset_register_from_path, dataset_upload,
                                       gradient_set_register_from_path, model_delete,
-                                      model_register_from_path, model_register_upload, model_rescan, pair_create,
-                                      pair_delete)
+                                      model_register_from_path, model_register_upload, model_rescan,
+                                      model_store_submit, pair_create, pair_delete)
 from webapp.teams.selectors import (invitation_get_for_team, invitation_get_for_user, invitation_list_for_team,
                                     invitation_list_for_user, member_get, membership_list, membership_role,
                                     team_get_for_user, team_list_for_user, user_can_write,
@@ -219,20 +219,15 @@ def invitation_answer(request, pk: int, answer: str):
 
 
 # ---- models --------------------------------------------------------------------------------------------------
-def _store_submit(request, model):
-    """Submit the job that stores ``model`` compressed; its id in a message (None, and the reason, on refusal)."""
-    job = _service_call(request, job_submit, team=model.team, user=request.user, kind=Job.Kind.STORE, model=model)
-    if job is not None:
-        messages.success(request, f"Job #{job.pk} stores {model.name} compressed.")
-    return job
-
-
-def _model_registered(request, model, *, store_compressed: bool):
-    """After a registration: the store job's live page when the user asked to store it compressed, else the
+def _model_registered(request, model):
+    """After a registration: the live page of its store job when the user asked to store it compressed, else the
     model's page."""
     messages.success(request, f"Model {model.name} registered.")
-    job = _store_submit(request, model) if store_compressed else None
-    return redirect("dashboard:job_detail", job.pk) if job else redirect("dashboard:model_detail", model.pk)
+    job = store_jobs_in_flight(team=model.team).get(model.pk)
+    if job is None:
+        return redirect("dashboard:model_detail", model.pk)
+    messages.success(request, f"Job #{job.pk} stores {model.name} compressed.")
+    return redirect("dashboard:job_detail", job.pk)
 
 
 @team_required
@@ -244,18 +239,16 @@ def model_list_view(request, team):
             upload_form = ModelUploadForm(request.POST, request.FILES, prefix="upload")
             if upload_form.is_valid():
                 data = upload_form.cleaned_data
-                model = _service_call(request, model_register_upload, team=team, user=request.user,
-                                      name=data["name"], files=data["files"])
+                model = _service_call(request, model_register_upload, team=team, user=request.user, **data)
                 if model is not None:
-                    return _model_registered(request, model, store_compressed=data["store_compressed"])
+                    return _model_registered(request, model)
         else:
             path_form = ModelPathForm(request.POST, prefix="path")
             if path_form.is_valid():
                 data = path_form.cleaned_data
-                model = _service_call(request, model_register_from_path, team=team, user=request.user,
-                                      name=data["name"], path=data["path"])
+                model = _service_call(request, model_register_from_path, team=team, user=request.user, **data)
                 if model is not None:
-                    return _model_registered(request, model, store_compressed=data["store_compressed"])
+                    return _model_registered(request, model)
     return _render(request, "dashboard/model_list.html", {
         "models": model_list(team=team), "path_form": path_form, "upload_form": upload_form,
         "roots": team_roots(team),
@@ -268,6 +261,7 @@ def model_detail(request, pk: int):
     return _render(request, "dashboard/model_detail.html", {
         "model": model,
         "storage": model_storage(model=model),
+        "stored": model_stored_bytes(model=model),
         "can_store": user_can_write(user=request.user, team=model.team),
         "store_job": store_jobs_in_flight(team=model.team).get(model.pk),
         "pairs": pair_list(team=model.team, filters={"model": model.pk}),
@@ -331,8 +325,12 @@ def storage_view(request, team):
 @require_POST
 def model_store_view(request, pk: int):
     """Submit the job that stores the model compressed, then follow it live on its page."""
-    job = _store_submit(request, model_get(id=pk, user=request.user))
-    return redirect("dashboard:job_detail", job.pk) if job else redirect("dashboard:storage")
+    model = model_get(id=pk, user=request.user)
+    job = _service_call(request, model_store_submit, model=model, user=request.user)
+    if job is None:
+        return redirect("dashboard:storage")
+    messages.success(request, f"Job #{job.pk} stores {model.name} compressed.")
+    return redirect("dashboard:job_detail", job.pk)
 
 
 # ---- pairs ---------------------------------------------------------------------------------------------------

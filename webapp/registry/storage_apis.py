@@ -68,8 +68,10 @@ class StorageGradientSetSerializer(StorageUploadSerializer):
 
 
 class StorageRestoredSerializer(StorageHeldSerializer):
-    job_id = serializers.IntegerField()
-    artifact_id = serializers.IntegerField(allow_null=True)
+    job_id = serializers.IntegerField(allow_null=True, help_text="the decompress job whose output it is")
+    model_id = serializers.IntegerField(allow_null=True, help_text="the model stored compressed it restores for "
+                                                                   "readers")
+    label = serializers.CharField()
     pinned = serializers.BooleanField()
     expires_at = serializers.DateTimeField(allow_null=True)
 

@@ -2,13 +2,13 @@
 ``GET /api/v1/storage/``.
 
 Kept apart from ``selectors.py`` because it reads every app's rows (models and their tensor-store objects,
-artifacts, gradient sets, datasets, and the jobs' restored copies), not one entity's.
+artifacts, gradient sets, datasets, and restored copies), not one entity's.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +16,7 @@ from django.conf import settings
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_restored_expires_at
 from webapp.registry.models import Artifact, Dataset, GradientSet, ModelEntry, StoredTensor, StoredTensorRef
+from webapp.registry.storage import model_restored_cache
 from webapp.teams.models import Team
 
 # The definitions the breakdown's figures follow, shown on the Storage page and returned by the API. The docstring
@@ -134,17 +135,23 @@ def _folder_bytes(path: Path) -> int:
 
 
 def _restored_rows(team: Team) -> list[dict]:
-    """Decompress jobs' restored copies still on disk (they expire unless pinned)."""
-    root = Path(settings.DELTAVAULT_RESTORED_DIR)
-    if not root.is_dir():
-        return []
-    folders = {int(p.name): p for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
+    """Restored copies on disk: decompress jobs' (they expire unless pinned) and the cache of models stored
+    compressed restored for a reader (it expires once unused for the same time; a job in flight keeps it)."""
     rows = []
+    root = Path(settings.DELTAVAULT_RESTORED_DIR)
+    folders = {int(p.name): p for p in root.iterdir() if p.is_dir() and p.name.isdigit()} if root.is_dir() else {}
     for job in Job.objects.filter(team=team, pk__in=list(folders)).order_by("id"):
         size = _folder_bytes(folders[job.pk])
-        expires: datetime | None = job_restored_expires_at(job)
-        rows.append({"job_id": job.pk, "artifact_id": job.artifact_id, "pinned": job.pinned,
-                     "expires_at": expires, **_sizes(logical=size, on_disk=size)})
+        rows.append({"job_id": job.pk, "model_id": None, "label": f"job #{job.pk}", "pinned": job.pinned,
+                     "expires_at": job_restored_expires_at(job), **_sizes(logical=size, on_disk=size)})
+    ttl = timedelta(hours=float(settings.DELTAVAULT_RESTORED_TTL_HOURS))
+    for model in ModelEntry.objects.filter(team=team, storage=ModelEntry.Storage.COMPRESSED).order_by("id"):
+        folder = model_restored_cache(model)
+        if folder.is_dir():
+            size = _folder_bytes(folder)
+            last_use = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
+            rows.append({"job_id": None, "model_id": model.pk, "label": f"model {model.name}", "pinned": False,
+                         "expires_at": last_use + ttl, **_sizes(logical=size, on_disk=size)})
     return rows
 
 
@@ -196,7 +203,8 @@ def team_storage_breakdown(*, team: Team) -> dict:
     Even shares are whole bytes (the first ``stored % n`` referencing models by id carry one byte more), so the
     models' bytes on disk add up to the referenced objects exactly. Totals count held items only; an item's
     logical bytes count once per copy the registry holds (a fine-tune uploaded and also kept as an artifact counts
-    twice, as it takes space twice). Objects no model references any more (a delete's files not yet swept) are
+    twice, as it takes space twice). Restored copies are decompress jobs' outputs and the copies of models stored
+    compressed restored for their readers; both expire. Objects no model references any more (a delete's files not yet swept) are
     their own category. Per codec: artifacts grouped by codec id; a team's models stored compressed give two
     rows, ``store-dedup`` (logical bytes -> after keeping each object several models reference once) and
     ``store-coding`` (-> the objects' bytes on disk, coded by ``fmdelta-nobase``; a tensor repeated inside one

@@ -35,7 +35,7 @@ class StoragePageTests:
     def test_totals_charts_definitions_and_models(self, client, world, built):
         html = _page(client, world["alice"])
         assert 'id="nav-storage"' in html and 'class="active" id="nav-storage"' in html
-        assert "(16,364 B)" in html and "(9,506 B)" in html   # logical, on disk
+        assert "(16,864 B)" in html and "(10,006 B)" in html   # logical, on disk
         assert html.count("<svg") == 2
         assert 'data-label="Models stored compressed" data-logical="2300" data-on-disk="212"' in html
         assert 'data-label="fmdelta" data-logical="700" data-on-disk="70"' in html
@@ -46,6 +46,7 @@ class StoragePageTests:
             assert f"<dt>{term}</dt>" in html
         assert "Original bytes / bytes needed besides the base" in html
         assert "lmgc #" in html and "pinned" not in html
+        assert f'data-restored="job #{built["restored"].pk}"' in html and 'data-restored="model a"' in html
 
     def test_store_buttons_for_folder_models_and_writers_only(self, client, world, built):
         html = _page(client, world["mallory"])  # a member may store
@@ -54,21 +55,23 @@ class StoragePageTests:
         assert "data-confirm=\"Store d compressed?" in html and "The uploaded files are then removed" in html
         assert 'data-action="store"' not in _page(client, world["victor"])   # a viewer reads only
 
-    def test_the_button_submits_the_store_job_and_opens_its_live_page(self, client, world, built, task):
+    def test_the_button_submits_the_store_job_and_opens_its_live_page(self, client, world, built, task,
+                                                                      django_capture_on_commit_callbacks):
         client.force_login(world["mallory"])
         model = built["models"]["d"]
-        response = client.post(reverse("dashboard:model_store", args=[model.pk]))
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(reverse("dashboard:model_store", args=[model.pk]))
         job = Job.objects.get(kind=Job.Kind.STORE)
         assert (job.model, job.team, job.created_by) == (model, world["acme"], world["mallory"])
         assert response.status_code == 302 and response["Location"] == reverse("dashboard:job_detail", args=[job.pk])
-        task.delay.assert_called_once_with(job.pk)
+        assert task.apply_async.call_args.kwargs["args"] == [job.pk]
         html = _page(client, world["mallory"])   # while it is queued, the row links the job instead
         assert f'data-store-job="{job.pk}"' in html and html.count('data-action="store"') == 1
 
     def test_a_viewer_is_refused_and_nothing_is_queued(self, client, world, built, task):
         client.force_login(world["victor"])
         response = client.post(reverse("dashboard:model_store", args=[built["models"]["d"].pk]), follow=True)
-        assert not Job.objects.filter(kind=Job.Kind.STORE).exists() and not task.delay.called
+        assert not Job.objects.filter(kind=Job.Kind.STORE).exists() and not task.apply_async.called
         assert response.redirect_chain[-1][0] == reverse("dashboard:storage")
         assert "class=\"error\"" in response.content.decode()
 
@@ -84,6 +87,7 @@ class ModelPagesTests:
         html = client.get(reverse("dashboard:model_detail", args=[built["models"]["a"].pk])).content.decode()
         assert 'data-storage="compressed"' in html and "stored compressed" in html
         assert '<dd data-field="stored-bytes">118 B' in html and "18 B of it its share of 1 object" in html
+        assert '<dd data-field="objects-bytes">152 B, 100 B of them its own' in html
         assert 'data-action="store"' not in html
         html = client.get(reverse("dashboard:model_detail", args=[built["models"]["e"].pk])).content.decode()
         assert "server folder (the user's)" in html and 'data-action="store"' in html

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from tests.factories import model_entry_create, team_create
 from tests.webapp.storage_world import (EXPECTED_CATEGORIES, EXPECTED_CODECS, EXPECTED_MODELS, EXPECTED_TOTALS,
-                                        storage_world_build)
+                                        MODEL_COPY_USED, storage_world_build)
 from webapp.registry.models import ModelEntry, StoredTensor, StoredTensorRef
 from webapp.registry.storage_selectors import STORAGE_DEFINITIONS, model_storage, team_storage_breakdown
 
@@ -40,7 +40,7 @@ class TeamStorageBreakdownTests:
         assert {c["key"]: (c["items"], c["logical_bytes"], c["on_disk_bytes"])
                 for c in view["categories"]} == EXPECTED_CATEGORIES
         assert {k: view["totals"][k] for k in EXPECTED_TOTALS} == EXPECTED_TOTALS
-        assert view["totals"]["ratio"] == round(16364 / 9506, 4)
+        assert view["totals"]["ratio"] == round(16864 / 10006, 4)
         assert {c["codec"]: (c["items"], c["logical_bytes"], c["on_disk_bytes"], c["ratio"])
                 for c in view["codecs"]} == EXPECTED_CODECS
 
@@ -55,10 +55,13 @@ class TeamStorageBreakdownTests:
         assert (h["name"], h["held"], h["on_disk_bytes"], h["artifacts"]) == ("h", False, 0, [])
         assert [(d["name"], d["held"], d["on_disk_bytes"]) for d in view["datasets"]] == [
             ("on-server", False, 0), ("uploaded", True, 1234)]
-        (restored,) = view["restored"]
-        job = world["restored"]
-        assert (restored["job_id"], restored["on_disk_bytes"]) == (job.pk, 700)
-        assert restored["expires_at"] == job.finished_at + timedelta(hours=settings.DELTAVAULT_RESTORED_TTL_HOURS)
+        decompressed, model_copy = view["restored"]
+        job, ttl = world["restored"], timedelta(hours=settings.DELTAVAULT_RESTORED_TTL_HOURS)
+        assert (decompressed["job_id"], decompressed["model_id"], decompressed["on_disk_bytes"]) == (job.pk, None, 700)
+        assert decompressed["expires_at"] == job.finished_at + ttl
+        assert (model_copy["job_id"], model_copy["model_id"], model_copy["on_disk_bytes"]) == (
+            None, world["models"]["a"].pk, 500)
+        assert model_copy["expires_at"] == MODEL_COPY_USED + ttl
 
     def test_model_storage_is_the_models_row_of_the_breakdown(self, built):
         team, world = built
