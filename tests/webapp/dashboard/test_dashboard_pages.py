@@ -191,7 +191,8 @@ def test_model_register_from_path_calls_the_service(client_alice, alice):
         response = client_alice.post(reverse("dashboard:model_list"),
                                      {"source": "path", "path-name": "llama-ft", "path-path": "/srv/models/x"})
     assert response.status_code == 302
-    service.assert_called_once_with(team=alice["team"], user=alice["user"], name="llama-ft", path="/srv/models/x")
+    service.assert_called_once_with(team=alice["team"], user=alice["user"], name="llama-ft", path="/srv/models/x",
+                                    store_compressed=False)
 
 
 def test_service_errors_are_shown_in_the_page(client_alice, alice):
