@@ -135,16 +135,18 @@ class SizeBar:
     on_disk: int    # drawn over it, dark (what it takes); the light rest is what was saved
 
 
-def size_bars_svg(bars: list[SizeBar], *, title: str, width: int = 640, row_height: int = 30) -> str:
+def size_bars_svg(bars: list[SizeBar], *, title: str, width: int = 900, row_height: int = 30) -> str:
     """Return an inline ``<svg>`` with one horizontal bar per item on a shared byte axis: logical bytes light, bytes
     on disk dark over them, so the light part is what was saved; empty string when every bar is 0."""
     bars = [b for b in bars if b.logical > 0 or b.on_disk > 0]
     if not bars:
         return ""
-    left, right, top, bottom = 200, 150, 8, 28
+    left, right, top, bottom = 250, 130, 8, 28
     plot_w = width - left - right
     height = top + bottom + row_height * len(bars)
-    ticks = _nice_ticks(0.0, float(max(max(b.logical, b.on_disk) for b in bars)), count=4)
+    largest = max(max(b.logical, b.on_disk) for b in bars)
+    unit = 1024 ** next(k for k in range(5) if largest < 1024 ** (k + 1) or k == 4)  # ticks at round KiB/MiB/GiB
+    ticks = [t * unit for t in _nice_ticks(0.0, largest / unit, count=4)]
 
     def sx(value: float) -> float:
         return left + value / ticks[-1] * plot_w

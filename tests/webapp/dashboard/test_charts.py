@@ -53,3 +53,9 @@ def test_size_bars_draw_logical_light_and_on_disk_dark_on_one_axis():
     assert disk["models"] == pytest.approx(logical_models / 4)   # 1 KiB of 4 KiB on disk
     assert disk["&lt;uploads&gt;"] == pytest.approx(logical_models / 2)
     assert "1.0 KiB on disk of 4.0 KiB, 3.0 KiB saved" in svg
+
+
+def test_size_bar_ticks_fall_on_round_binary_units():
+    svg = size_bars_svg([SizeBar("model", 33_560_299, 27_681_709)], title="space")
+    assert re.findall(r'class="tick" x="[\d.]+" y="[\d.]+" text-anchor="middle">([^<]+)<', svg) == [
+        "0 B", "10.0 MiB", "20.0 MiB", "30.0 MiB", "40.0 MiB"]
