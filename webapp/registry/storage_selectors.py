@@ -101,8 +101,8 @@ def model_storage(*, model: ModelEntry) -> dict:
 def _model_rows(team: Team) -> tuple[list[dict], dict]:
     refs = _ref_rows(StoredTensorRef.objects.filter(model__team=team))
     shares = _even_shares([(model_id, tensor_id, stored) for model_id, tensor_id, stored, _ in refs])
-    rows = [_model_row(model, shares.get(model.pk, NO_SHARE))
-            for model in ModelEntry.objects.filter(team=team).order_by("name", "id")]
+    models = ModelEntry.objects.filter(team=team).only("id", "name", "storage", "source", "total_bytes")
+    rows = [_model_row(model, shares.get(model.pk, NO_SHARE)) for model in models.order_by("name", "id")]
     distinct = {tensor_id: (stored, logical) for _, tensor_id, stored, logical in refs}
     ref_counts = Counter(tensor_id for _, tensor_id, _, _ in refs)
     store = {
@@ -144,14 +144,25 @@ def _restored_rows(team: Team) -> list[dict]:
         size = _folder_bytes(folders[job.pk])
         rows.append({"job_id": job.pk, "model_id": None, "label": f"job #{job.pk}", "pinned": job.pinned,
                      "expires_at": job_restored_expires_at(job), **_sizes(logical=size, on_disk=size)})
+    # a model's copy is named "<model id>-<manifest digest>"; a copy of an older manifest goes at the next sweep
+    copies = {}
+    if (root / "models").is_dir():
+        for folder in (root / "models").iterdir():
+            model_id = folder.name.split("-", 1)[0]
+            if folder.is_dir() and model_id.isdigit():
+                copies[folder] = int(model_id)
+    models = ModelEntry.objects.filter(team=team, pk__in=set(copies.values())).only("id", "name", "store_manifest")
+    models = {m.pk: m for m in models}
     ttl = timedelta(hours=float(settings.DELTAVAULT_RESTORED_TTL_HOURS))
-    for model in ModelEntry.objects.filter(team=team, storage=ModelEntry.Storage.COMPRESSED).order_by("id"):
-        folder = model_restored_cache(model)
-        if folder.is_dir():
-            size = _folder_bytes(folder)
-            last_use = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
-            rows.append({"job_id": None, "model_id": model.pk, "label": f"model {model.name}", "pinned": False,
-                         "expires_at": last_use + ttl, **_sizes(logical=size, on_disk=size)})
+    for folder, model_id in sorted(copies.items(), key=lambda item: (item[1], item[0].name)):
+        model = models.get(model_id)
+        if model is None:
+            continue
+        size = _folder_bytes(folder)
+        last_use = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
+        rows.append({"job_id": None, "model_id": model.pk, "label": f"model {model.name}", "pinned": False,
+                     "expires_at": last_use + ttl if folder == model_restored_cache(model) else None,
+                     **_sizes(logical=size, on_disk=size)})
     return rows
 
 

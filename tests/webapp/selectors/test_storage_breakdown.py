@@ -11,6 +11,7 @@ from tests.factories import model_entry_create, team_create
 from tests.webapp.storage_world import (EXPECTED_CATEGORIES, EXPECTED_CODECS, EXPECTED_MODELS, EXPECTED_TOTALS,
                                         MODEL_COPY_USED, storage_world_build)
 from webapp.registry.models import ModelEntry, StoredTensor, StoredTensorRef
+from webapp.registry.storage import model_restored_cache
 from webapp.registry.storage_selectors import STORAGE_DEFINITIONS, model_storage, team_storage_breakdown
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +63,15 @@ class TeamStorageBreakdownTests:
         assert (model_copy["job_id"], model_copy["model_id"], model_copy["on_disk_bytes"]) == (
             None, world["models"]["a"].pk, 500)
         assert model_copy["expires_at"] == MODEL_COPY_USED + ttl
+
+    def test_a_copy_of_an_older_manifest_counts_until_the_sweep(self, built):
+        team, world = built
+        model = world["models"]["b"]
+        stale = model_restored_cache(model).with_name(f"{model.pk}-{'0' * 16}")
+        stale.mkdir(parents=True)
+        (stale / "model.safetensors").write_bytes(b"\0" * 321)
+        rows = [r for r in team_storage_breakdown(team=team)["restored"] if r["model_id"] == model.pk]
+        assert [(r["on_disk_bytes"], r["expires_at"]) for r in rows] == [(321, None)]
 
     def test_model_storage_is_the_models_row_of_the_breakdown(self, built):
         team, world = built
