@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Count, Sum
 
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_restored_expires_at
@@ -105,10 +106,11 @@ def _model_rows(team: Team) -> tuple[list[dict], dict]:
     rows = [_model_row(model, shares.get(model.pk, NO_SHARE)) for model in models.order_by("name", "id")]
     distinct = {tensor_id: (stored, logical) for _, tensor_id, stored, logical in refs}
     ref_counts = Counter(tensor_id for _, tensor_id, _, _ in refs)
+    # every object of the team's store, referenced or not (a row without refs waits for the sweep)
+    every_object = StoredTensor.objects.filter(team=team).aggregate(objects=Count("id"), stored=Sum("stored_bytes"))
     store = {
-        # every object of the team's store, referenced or not (a row without refs waits for the sweep)
-        "objects": StoredTensor.objects.filter(team=team).count(),
-        "on_disk_bytes": sum(StoredTensor.objects.filter(team=team).values_list("stored_bytes", flat=True)),
+        "objects": every_object["objects"],
+        "on_disk_bytes": every_object["stored"] or 0,
         "referenced_on_disk_bytes": sum(stored for stored, _ in distinct.values()),
         "shared_bytes": sum(distinct[t][0] for t, n in ref_counts.items() if n > 1),
         # what storing shared tensors once saved: their logical bytes for every reference beyond the first
