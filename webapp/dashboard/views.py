@@ -238,15 +238,15 @@ def model_list_view(request, team):
         if request.POST.get("source") == "upload":
             upload_form = ModelUploadForm(request.POST, request.FILES, prefix="upload")
             if upload_form.is_valid():
-                data = upload_form.cleaned_data
-                model = _service_call(request, model_register_upload, team=team, user=request.user, **data)
+                model = _service_call(request, model_register_upload, team=team, user=request.user,
+                                      **upload_form.cleaned_data)
                 if model is not None:
                     return _model_registered(request, model)
         else:
             path_form = ModelPathForm(request.POST, prefix="path")
             if path_form.is_valid():
-                data = path_form.cleaned_data
-                model = _service_call(request, model_register_from_path, team=team, user=request.user, **data)
+                model = _service_call(request, model_register_from_path, team=team, user=request.user,
+                                      **path_form.cleaned_data)
                 if model is not None:
                     return _model_registered(request, model)
     return _render(request, "dashboard/model_list.html", {
