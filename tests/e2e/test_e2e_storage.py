@@ -1,6 +1,8 @@
 """Issue 13 in the platform, on the real stack: a model registered through REST with ``store_compressed: true``
 is stored by a real worker while the browser watches the job's progress arrive over the WebSocket, and the team's
-Storage page (and ``GET /api/v1/storage/``) then shows its bytes on disk below its logical bytes."""
+Storage page (and ``GET /api/v1/storage/``) then shows its bytes on disk below its logical bytes. A second copy of
+the same checkpoint, stored with the page's confirmed "Store compressed" button, writes nothing new: the two
+models then split the shared objects evenly."""
 
 from __future__ import annotations
 
@@ -53,3 +55,26 @@ def test_store_compressed_through_rest_with_live_progress_and_the_storage_page(
     (row_,) = [m for m in breakdown["models"] if m["id"] == model["id"]]
     assert (row_["logical_bytes"], row_["on_disk_bytes"]) == (logical, on_disk)
     assert row_["storage"] == "compressed" and row_["saved_bytes"] == logical - on_disk
+
+    # The same checkpoint registered again, stored from the page's button (it asks first).
+    status, copy = api_alice.post("/api/v1/models/", {"team": "acme", "name": "e2e-stored-again",
+                                                      "path": str(base_dir)})
+    assert status == 201, copy
+    rows = {model["id"]: f'#storage-models tr[data-model-id="{model["id"]}"]',
+            copy["id"]: f'#storage-models tr[data-model-id="{copy["id"]}"]'}
+    page.goto("/storage/")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"{rows[copy['id']]} [data-action=store]")
+    page.wait_for_url("**/jobs/*/")
+    expect(page.locator("[data-field=status]").first).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+
+    # Nothing new was written: both models reference the same objects and carry half of them each.
+    page.goto("/storage/")
+    expect(page.locator(rows[copy["id"]])).to_have_attribute("data-storage", "compressed")
+    page.screenshot(path=str(screenshots / "storage-page-shared.png"), full_page=True)
+    halves = [int(page.locator(rows[key]).get_attribute("data-on-disk")) for key in (model["id"], copy["id"])]
+    status, after = api_alice.get("/api/v1/storage/?team=acme")
+    both = {m["id"]: m for m in after["models"] if m["id"] in rows}
+    assert sum(halves) == on_disk and [both[k]["on_disk_bytes"] for k in rows] == halves
+    assert all(m["own_bytes"] == 0 and m["shared_tensors"] == m["tensors"] for m in both.values()), both
+    assert 0 <= halves[0] - halves[1] <= both[model["id"]]["tensors"]   # whole bytes; the odd ones to the first
