@@ -15,7 +15,8 @@ from tests.e2e.test_e2e_stack import FINAL, JOB_TIMEOUT_MS, login, wait_connecte
 def test_store_compressed_through_rest_with_live_progress_and_the_storage_page(
         stack, accounts, api_alice, context, screenshots):
     # fp32 weights of a trained-looking scale: their exponents are few, so the bit-field coder makes them smaller
-    base_dir, _ = write_pair(stack.models_root / "acme" / "e2e-store", tensors=16, rows=512, cols=1024, seed=13)
+    base_dir, _ = write_pair(stack.models_root / "acme" / "e2e-storage-page", tensors=16, rows=512, cols=1024,
+                             seed=13)
 
     # The team's live job board is open before the job exists.
     page = context.new_page()
