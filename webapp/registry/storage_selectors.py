@@ -217,8 +217,8 @@ def team_storage_breakdown(*, team: Team) -> dict:
     models' bytes on disk add up to the referenced objects exactly. Totals count held items only; an item's
     logical bytes count once per copy the registry holds (a fine-tune uploaded and also kept as an artifact counts
     twice, as it takes space twice). Restored copies are decompress jobs' outputs and the copies of models stored
-    compressed restored for their readers; both expire. Objects no model references any more (a delete's files not yet swept) are
-    their own category. Per codec: artifacts grouped by codec id; a team's models stored compressed give two
+    compressed restored for their readers; both expire. Objects no model references any more (a delete's files
+    not yet swept) are their own category. Per codec: artifacts grouped by codec id; a team's models stored compressed give two
     rows, ``store-dedup`` (logical bytes -> after keeping each object several models reference once) and
     ``store-coding`` (-> the objects' bytes on disk, coded by ``fmdelta-nobase``; a tensor repeated inside one
     model is one object too, so what that saved shows here).
