@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, closing
@@ -122,11 +122,11 @@ class _Progress:
 
 # -- the work window -----------------------------------------------------------------------------------------------
 
-def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Event, release=None) -> Iterator:
+def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Event, window: int) -> Iterator:
     """``prepare(item)`` for each item on ``threads`` worker threads, results yielded in order. Work runs ahead of
-    the consumer on at most ``2 * threads`` items holding at most WINDOW_BYTES (``size_of``); an item larger than
-    the window is prepared alone, once the consumer is done with everything before it, so memory holds one large
-    tensor at a time. ``release(result)`` runs once the consumer is done with a result. Setting ``stop`` (or
+    the consumer on at most ``2 * threads`` items holding at most ``window`` bytes (``size_of``); an item larger
+    than the window is prepared alone, once the consumer is done with everything before it, so memory holds one
+    large tensor at a time (the consumer gives each result's memory back when done with it). Setting ``stop`` (or
     leaving the generator) cancels what has not started."""
     pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="modelcodecs-tensor")
     pending: deque = deque()
@@ -136,7 +136,7 @@ def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Ev
         while True:
             while position < len(items):
                 size = size_of(items[position])
-                if pending and (len(pending) >= 2 * threads or inflight + size > WINDOW_BYTES):
+                if pending and (len(pending) >= 2 * threads or inflight + size > window):
                     break
                 pending.append((pool.submit(prepare, items[position]), size))
                 inflight += size
@@ -148,8 +148,6 @@ def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Ev
             result = future.result()
             del future
             yield result
-            if release is not None:
-                release(result)
             del result  # the consumer is done with it: its memory may go before the next item is prepared
     finally:
         stop.set()
@@ -166,15 +164,28 @@ def _rows_spec(spec: TensorSpec, rows: int) -> TensorSpec:
     return TensorSpec(spec.name, spec.dtype, (rows, *spec.shape[1:]))
 
 
+class _SharedTensor:
+    """A base tensor read once for several fine-tunes or artifacts of one command, held until the last is done."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.data: memoryview | None = None
+
+
 class _Base:
     """A base folder opened once for any number of fine-tunes or artifacts: its headers are parsed once, and each
-    base tensor's fingerprint is computed once, on the bytes read for coding, then remembered."""
+    base tensor's fingerprint is computed once, on the bytes read for coding, then remembered. The fine-tunes (or
+    artifacts) of one command run in lock-step (:func:`_lockstep`) and announce up front which base tensors they will
+    use (``expect``): a tensor several of them use is read once, shared, and let go after the last ``release``."""
 
     def __init__(self, base_dir):
         self.dir = base_dir
         self.folder = ModelFolder(base_dir)
         self._fingerprints: dict[tuple, str] = {}
         self._lock = threading.Lock()
+        self._uses: Counter[str] = Counter()  # base tensor name -> uses announced and not yet released
+        self._widest: dict[str, int] = {}  # base tensor name -> the most bytes any use needs (rows may differ)
+        self._shared: dict[str, _SharedTensor] = {}
 
     def match(self, ref: TensorRef) -> tuple[TensorRef, int | None] | None:
         """The base tensor a fine-tuned tensor is coded against: same name and dtype, and the same shape (rows None)
@@ -207,6 +218,51 @@ class _Base:
             with self._lock:
                 self._fingerprints[key] = known
         return known
+
+    def expect(self, ref: TensorRef, rows: int | None) -> None:
+        """A tensor of this command will be coded against ``ref`` (its first ``rows`` rows) and release it once."""
+        with self._lock:
+            self._uses[ref.name] += 1
+            self._widest[ref.name] = max(self._widest.get(ref.name, 0), self.nbytes(ref, rows))
+
+    def acquire(self, ref: TensorRef, rows: int | None, pool: BufferPool, version: int) -> tuple[memoryview, str]:
+        """The base tensor's bytes (first ``rows`` rows) and their fingerprint; give them back with ``release``. A
+        tensor more than one expected use is read once by the first and shared; the others wait for it."""
+        with self._lock:
+            shared = self._shared.get(ref.name)
+            first = shared is None and self._uses[ref.name] > 1
+            if first:
+                shared = self._shared[ref.name] = _SharedTensor()
+        size = self.nbytes(ref, rows)
+        if first:
+            try:
+                widest = self._widest[ref.name]
+                shared.data = self.folder.read_tensor(ref, pool.take(widest), nbytes=widest)
+                self.fingerprint(ref, rows, shared.data[:size], version)  # before the others look for it
+            finally:
+                shared.ready.set()
+        elif shared is not None:
+            shared.ready.wait()
+        if shared is None or shared.data is None:  # used once (or the first user's read failed: it says why)
+            data = self.read(ref, rows, pool)
+        else:
+            data = shared.data[:size]
+        return data, self.fingerprint(ref, rows, data, version)
+
+    def release(self, ref: TensorRef, data: memoryview | None, pool: BufferPool) -> None:
+        """One expected use of ``ref`` is over (``data`` from ``acquire``, or None: the tensor turned out not to need
+        it, e.g. a duplicate); a shared tensor's memory goes back to ``pool`` after the last use."""
+        with self._lock:
+            if self._uses[ref.name] > 0:
+                self._uses[ref.name] -= 1
+            shared = self._shared.get(ref.name)
+            last = shared is not None and self._uses[ref.name] == 0
+            if last:
+                del self._shared[ref.name]
+        if data is not None and (shared is None or shared.data is None or data.obj is not shared.data.obj):
+            pool.give(data)  # read for this use alone
+        elif last and shared.data is not None:
+            pool.give(shared.data)
 
     def close(self) -> None:
         self.folder.close()
@@ -279,8 +335,10 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
                     threads: int | None = None, progress: ProgressCallback | None = None,
                     cancel: CancelCheck | None = None, allow_unmatched_base: bool = False, calibration_text=None,
                     on_step=None) -> list[CompressSummary]:
-    """Several fine-tunes of one base, one artifact each (``out_paths[i]`` for ``finetuned_dirs[i]``): the base is
-    opened once and each of its tensors fingerprinted once. ``progress`` restarts for each fine-tune."""
+    """Several fine-tunes of one base, one artifact each (``out_paths[i]`` for ``finetuned_dirs[i]``): they are
+    coded side by side, tensor by tensor, so that each base byte is read and fingerprinted once for all of them
+    while memory holds about one window of tensors. ``progress`` restarts for each fine-tune. If one fails, the
+    artifacts not yet complete are removed and the error raised."""
     finetuned_dirs, out_paths = list(finetuned_dirs), list(out_paths)
     if len(finetuned_dirs) != len(out_paths) or not finetuned_dirs:
         raise ConfigError("give one output path per fine-tuned folder")
@@ -296,13 +354,48 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
     with ExitStack() as stack:
         # a codec that does not use the base never gets it, so its artifacts decode without one
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None and codec.needs_base else None
-        return [_compress_one(ft, out, codec, base, threads, progress, cancel, allow_unmatched_base, training)
-                for ft, out in zip(finetuned_dirs, out_paths)]
+        shared = _SharedWork(len(finetuned_dirs), threads)
+        # prepare() may leave per-model state in a codec (BitDelta's scales): one instance per fine-tune
+        codecs = [codec] + [type(codec).from_config(codec.get_config()) for _ in finetuned_dirs[1:]]
+        return _lockstep([_compress_steps(ft, out, c, base, shared, progress, cancel, allow_unmatched_base, training)
+                          for ft, out, c in zip(finetuned_dirs, out_paths, codecs)])
 
 
-def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, threads, progress, cancel,
-                  allow_unmatched_base: bool, training: dict) -> CompressSummary:
-    threads = resolve_threads(threads)
+class _SharedWork:
+    """What the fine-tunes (or artifacts) of one command share: the thread count, one pool of blocks, and the
+    window of work ahead split between them, so that memory does not grow with their number."""
+
+    def __init__(self, models: int, threads: int | None):
+        self.threads = resolve_threads(threads)
+        self.pool = BufferPool(keep=4 * self.threads + 2)
+        self.window = max(1, WINDOW_BYTES // models)
+
+
+def _lockstep(steps: list[Iterator]) -> list:
+    """Run generators side by side, one step (one tensor) of each in turn, and return what each returns. Every
+    generator's first step only opens and plans (announcing its base tensors), so all plans are known before any
+    base tensor is read; the fine-tunes of one base then need each base tensor at about the same time, and it is
+    read once and held only while they pass it. An error stops (and cleans up) the unfinished ones."""
+    results: list = [None] * len(steps)
+    active = list(range(len(steps)))
+    try:
+        while active:
+            for i in list(active):
+                try:
+                    next(steps[i])
+                except StopIteration as done:
+                    results[i] = done.value
+                    active.remove(i)
+    finally:
+        for step in steps:
+            step.close()
+    return results
+
+
+def _compress_steps(finetuned_dir, out_path, codec: Codec, base: _Base | None, shared: _SharedWork, progress,
+                    cancel, allow_unmatched_base: bool, training: dict) -> Iterator[None]:
+    """Compress one fine-tune, yielding after planning and after each tensor (see :func:`_lockstep`); returns its
+    :class:`CompressSummary`."""
     started = time.perf_counter()
     # names only pair tensors with the base; gradient sets repeat parameter names in every step's file
     with ModelFolder(finetuned_dir, unique_names=codec.needs_base) as tuned:
@@ -314,8 +407,9 @@ def _compress_one(finetuned_dir, out_path, codec: Codec, base: _Base | None, thr
             prepared = codec.prepare(finetuned_dir=str(finetuned_dir),
                                      base_dir=None if base is None else str(base.dir),
                                      progress=meter.prepare_progress, cancel=cancel, **training) or {}
-            encoder = _Encoder(codec, tuned, base, writer, threads, cancel, meter)
-            files = encoder.run()
+            encoder = _Encoder(codec, tuned, base, writer, shared, cancel, meter)
+            yield
+            files = yield from encoder.run()
             index = {
                 "format": FORMAT_VERSION, "codec": codec.get_config(), "lossless": codec.lossless,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -351,16 +445,18 @@ class _Prepared:
     base_digest: str | None = None
     chunks: list | None = None  # [(EncodedChunk, crc32)], or None: code it when it is written
     base_chunks: int | None = None
+    base_released: bool = False
 
 
 class _Encoder:
     """Codes a fine-tuned folder's tensors into the container in file order. Workers read, hash and code tensors
     ahead of the writer (``_run_ordered``); the writer thread writes their chunks and keeps each file's sha256."""
 
-    def __init__(self, codec: Codec, tuned: ModelFolder, base: _Base | None, writer: ContainerWriter, threads: int,
-                 cancel: CancelCheck | None, meter: _Progress):
+    def __init__(self, codec: Codec, tuned: ModelFolder, base: _Base | None, writer: ContainerWriter,
+                 shared: _SharedWork, cancel: CancelCheck | None, meter: _Progress):
         self.codec, self.tuned, self.base, self.writer = codec, tuned, base, writer
-        self.threads, self.cancel, self.meter = threads, cancel, meter
+        self.threads, self.window, self.pool = shared.threads, shared.window, shared.pool
+        self.cancel, self.meter = cancel, meter
         self.records: list[dict] = []
         self.duplicates = 0
         self.bytes_by_coder: dict[str, int] = {}
@@ -369,17 +465,17 @@ class _Encoder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._item = 1 if getattr(codec, "meta_n_unit", "elements") == "bytes" else None
-        self.pool = BufferPool(keep=4 * threads + 2)
+        items = [seg for plan in tuned.files for seg in plan.segments if isinstance(seg, TensorRef)]
+        self.items = list(zip(items, range(len(items))))
+        for ref, _ in self.items:  # every tensor with a base tensor releases it once, in _write
+            match = base.match(ref) if base is not None else None
+            if match is not None:
+                base.expect(*match)
 
-    def run(self) -> list[dict]:
-        items, positions = [], 0
-        for plan in self.tuned.files:
-            for seg in plan.segments:
-                if isinstance(seg, TensorRef):
-                    items.append((seg, positions))
-                    positions += 1
-        prepared = _run_ordered(items, self._prepare, lambda item: item[0].spec.nbytes, self.threads, self._stop,
-                                lambda item: self.pool.give(item.data))
+    def run(self) -> Iterator[None]:
+        """Write every file, yielding after each tensor; returns the files' index entries."""
+        prepared = _run_ordered(self.items, self._prepare, lambda item: item[0].spec.nbytes, self.threads,
+                                self._stop, self.window)
         hasher = ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash")
         files = []
         try:
@@ -397,7 +493,9 @@ class _Encoder:
                         finally:
                             wait([hashed])
                         hashed.result()
+                        self.pool.give(item.data)
                         del item
+                        yield
                     else:
                         data = self.tuned.read_range(plan.name, *seg)
                         file_hash.update(data)
@@ -437,13 +535,19 @@ class _Encoder:
         match = self.base.match(item.ref) if self.base is not None else None
         if match is not None:
             item.base_ref, item.base_rows = match
-            item.base_data = self.base.read(item.base_ref, item.base_rows, self.pool)
-            item.base_digest = self.base.fingerprint(item.base_ref, item.base_rows, item.base_data, FORMAT_VERSION)
+            item.base_data, item.base_digest = self.base.acquire(item.base_ref, item.base_rows, self.pool,
+                                                                 FORMAT_VERSION)
 
     def _drop_base(self, item: _Prepared) -> None:
-        if item.base_data is not None:
-            self.pool.give(item.base_data)
-            item.base_data = None
+        """Done with the base tensor: released once per fine-tuned tensor that has one, whether it read it or not (a
+        duplicate does not), so that a base tensor shared with other fine-tunes goes after the last of them."""
+        if self.base is None or item.base_released:
+            return
+        item.base_released = True
+        match = (item.base_ref, item.base_rows) if item.base_ref is not None else self.base.match(item.ref)
+        if match is not None:
+            self.base.release(match[0], item.base_data, self.pool)
+        item.base_data = None
 
     def _parts(self, item: _Prepared) -> list[tuple[TensorSpec, memoryview, memoryview | None]]:
         """(spec, bytes, base bytes) to code: the whole tensor, or its rows shared with the base and the rest."""
@@ -517,9 +621,10 @@ class _ArtifactDecoder:
     """Decodes tensors and files of an open artifact. Each base tensor is read once, when it is needed, and checked
     against its fingerprint before it is used; every decoded tensor is checked against its digest."""
 
-    def __init__(self, reader: ContainerReader, base: _Base | None, threads: int, cancel: CancelCheck | None,
+    def __init__(self, reader: ContainerReader, base: _Base | None, shared: _SharedWork, cancel: CancelCheck | None,
                  meter: _Progress, prior=None):
-        self.reader, self.base, self.threads, self.cancel, self.meter = reader, base, threads, cancel, meter
+        self.reader, self.base, self.cancel, self.meter = reader, base, cancel, meter
+        self.threads, self.window, self.pool = shared.threads, shared.window, shared.pool
         self.index = reader.index
         self.version = self.index["format"]
         self.hash_key, self.base_hash_key = tensor_hash_keys(self.version)
@@ -528,7 +633,6 @@ class _ArtifactDecoder:
         self.lossless = self.index["lossless"] or self.codec.lossless
         self._stop = threading.Event()
         self._copy_from = None
-        self.pool = BufferPool(keep=4 * threads + 2)
 
     def check_base(self) -> None:
         """Every base tensor the artifact was coded against must be present with its dtype and shape (from the base's
@@ -539,6 +643,12 @@ class _ArtifactDecoder:
                                  f"give the base folder")
         for t in used:
             self._base_ref(t)
+
+    def expect_base(self) -> None:
+        """Announce the base tensors a restore of every tensor uses (see :class:`_Base`)."""
+        for t in self.index["tensors"]:
+            if t.get("base") and t.get("same_as") is None:
+                self.base.expect(self._base_ref(t), t.get("base_rows"))
 
     def _base_ref(self, t: dict) -> TensorRef:
         ref = self.base.folder.tensors.get(t["base"])
@@ -581,8 +691,8 @@ class _ArtifactDecoder:
         base_data, rows = None, source.get("base_rows")
         if source.get("base"):  # the size is that of a real base tensor (_base_ref compared them)
             ref = self._base_ref(source)
-            base_data = self.base.read(ref, rows, self.pool)
-            if self.base.fingerprint(ref, rows, base_data, self.version) != source[self.base_hash_key]:
+            base_data, fingerprint = self.base.acquire(ref, rows, self.pool, self.version)
+            if fingerprint != source[self.base_hash_key]:
                 raise WrongBaseError(f"base tensor {ref.name!r} differs from the one this artifact was made against: "
                                      f"wrong base model")
         payload = sum(chunk.nbytes for chunk in chunks)
@@ -610,7 +720,7 @@ class _ArtifactDecoder:
                 raise CorruptArtifactError(f"tensor {t['name']!r}: chunks beyond its shared rows")
         del view
         if base_data is not None:
-            self.pool.give(base_data)
+            self.base.release(ref, base_data, self.pool)
         self._check(position, out)
         return out
 
@@ -635,11 +745,11 @@ class _ArtifactDecoder:
     def pieces(self, copy_from=None) -> Iterator[tuple[dict, dict, bytes | bytearray]]:
         """(file entry, segment, bytes) for every segment of every file, in order, decoded ahead on the worker
         threads; a piece is valid until the next one is asked for. ``copy_from(position)`` gives the bytes of a tensor
-        already restored, or None (a duplicate is then copied rather than decoded again)."""
+        already restored, or None (a duplicate is then copied rather than decoded again). Give each piece back
+        (``give_back``) once done with it."""
         self._copy_from = copy_from
         items = [(entry, seg) for entry in self.index["files"] for seg in entry["segments"]]
-        release = lambda data: self.pool.give(data) if isinstance(data, memoryview) else None  # noqa: E731
-        results = _run_ordered(items, self._piece, self._seg_size, self.threads, self._stop, release)
+        results = _run_ordered(items, self._piece, self._seg_size, self.threads, self._stop, self.window)
         for entry, seg in items:
             try:
                 data = next(results)
@@ -654,6 +764,11 @@ class _ArtifactDecoder:
             self.meter.advance(len(data), f"restoring {entry['name']}")
             yield entry, seg, data
             del data
+
+    def give_back(self, piece) -> None:
+        """A piece from ``pieces`` the caller is done with: its block goes back to the pool (if it came from it)."""
+        if isinstance(piece, memoryview):
+            self.pool.give(piece)
 
     def _byte_range(self, name: str, seg: dict) -> bytearray:
         data = bytearray()
@@ -685,11 +800,11 @@ def _decoding_codec(config: dict, prior) -> Codec:
     return codec
 
 
-def _open_decoder(stack: ExitStack, artifact_path, base: _Base | None, threads, cancel, progress, prior=None
-                  ) -> _ArtifactDecoder:
+def _open_decoder(stack: ExitStack, artifact_path, base: _Base | None, shared: _SharedWork, cancel, progress,
+                  prior=None) -> _ArtifactDecoder:
     reader = stack.enter_context(ContainerReader(artifact_path))
     meter = _Progress(progress, reader.index["original_bytes"])
-    decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), cancel, meter, prior)
+    decoder = _ArtifactDecoder(reader, base, shared, cancel, meter, prior)
     decoder.check_base()
     return decoder
 
@@ -705,8 +820,10 @@ def decompress_model(artifact_path, out_dir, *, base_dir=None, threads: int | No
 def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int | None = None,
                       progress: ProgressCallback | None = None, cancel: CancelCheck | None = None, prior=None
                       ) -> list[DecompressSummary]:
-    """Restore several artifacts made against one base (``out_dirs[i]`` for ``artifact_paths[i]``): the base is
-    opened once and each of its tensors fingerprinted once. ``progress`` restarts for each artifact."""
+    """Restore several artifacts made against one base (``out_dirs[i]`` for ``artifact_paths[i]``): they are
+    restored side by side, tensor by tensor, so that each base byte is read and fingerprinted once for all of them
+    while memory holds about one window of tensors. ``progress`` restarts for each artifact. If one fails, the
+    folders not yet complete are removed and the error raised."""
     artifact_paths, out_dirs = list(artifact_paths), [Path(d) for d in out_dirs]
     if len(artifact_paths) != len(out_dirs) or not artifact_paths:
         raise ConfigError("give one output folder per artifact")
@@ -715,15 +832,21 @@ def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int |
             raise ConfigError(f"{out_dir}: output folder exists and is not empty")
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
-        return [_decompress_one(a, o, base, threads, progress, cancel, prior)
-                for a, o in zip(artifact_paths, out_dirs)]
+        shared = _SharedWork(len(artifact_paths), threads)
+        return _lockstep([_decompress_steps(a, o, base, shared, progress, cancel, prior)
+                          for a, o in zip(artifact_paths, out_dirs)])
 
 
-def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, progress, cancel, prior=None
-                    ) -> DecompressSummary:
+def _decompress_steps(artifact_path, out_dir: Path, base: _Base | None, shared: _SharedWork, progress, cancel,
+                      prior=None) -> Iterator[None]:
+    """Restore one artifact, yielding after planning and after each piece (see :func:`_lockstep`); returns its
+    :class:`DecompressSummary`."""
     started = time.perf_counter()
     with ExitStack() as stack:
-        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress, prior)
+        decoder = _open_decoder(stack, artifact_path, base, shared, cancel, progress, prior)
+        if base is not None:
+            decoder.expect_base()
+        yield
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.urandom(6).hex()}")
         tmp.mkdir()
@@ -773,7 +896,9 @@ def _decompress_one(artifact_path, out_dir: Path, base: _Base | None, threads, p
                     written_at[seg["tensor"]] = (path, offset, len(piece))
                 offset += len(piece)
                 written += len(piece)
+                decoder.give_back(piece)
                 del piece
+                yield
             if current is not None:
                 close_file(current)
             if out_dir.exists():
@@ -809,13 +934,15 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expecte
     problems = []
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
-        decoder = _open_decoder(stack, artifact_path, base, threads, cancel, progress, prior)
+        shared = _SharedWork(1, threads)
+        decoder = _open_decoder(stack, artifact_path, base, shared, cancel, progress, prior)
         entries = decoder.index["files"]
         digests = {e["name"]: hashlib.sha256() for e in entries}
         failed: str | None = None
         try:
             for entry, _, piece in stack.enter_context(closing(decoder.pieces())):
                 digests[entry["name"]].update(piece)
+                decoder.give_back(piece)
                 del piece
         except VerificationError as exc:  # a tensor does not match: its file fails, the later ones go unchecked
             problems.append(str(exc))
@@ -830,7 +957,7 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expecte
             results.append({"name": entry["name"], "sha256": digest, "ok": ok})
         errors = []
         if reference_dir is not None and not decoder.lossless:  # a second pass, tensor by tensor, on a new decoder
-            errors = _lossy_errors(_open_decoder(stack, artifact_path, base, threads, cancel, None, prior),
+            errors = _lossy_errors(_open_decoder(stack, artifact_path, base, shared, cancel, None, prior),
                                    reference_dir)
     if reference_dir is not None:
         with ModelFolder(reference_dir, unique_names=False) as reference:  # only its files' hashes are used
@@ -905,7 +1032,7 @@ def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | Non
         positions = [i for i, t in enumerate(reader.index["tensors"]) if t["name"] == name]
         if not positions:
             raise ConfigError(f"the artifact has no tensor {name!r}")
-        decoder = _ArtifactDecoder(reader, base, resolve_threads(threads), None, _Progress(None, 0), prior)
+        decoder = _ArtifactDecoder(reader, base, _SharedWork(1, threads), None, _Progress(None, 0), prior)
         t = reader.index["tensors"][positions[0]]
         source = reader.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
         if source.get("base") and (base is None or source["base"] not in base.folder.tensors):

@@ -120,6 +120,21 @@ def _tensor_shapes(n_elements: int, n_tensors: int) -> list[tuple[int, ...]]:
     return shapes
 
 
+def smollm2_layout() -> list[tuple[str, tuple[int, ...]]]:
+    """The tensor names and shapes of SmolLM2-135M (272 tensors, 134.5 M parameters, the embedding tied to the
+    output): a real checkpoint's many small tensors, without downloading or fine-tuning the model."""
+    hidden, mlp, kv, layers = 576, 1536, 192, 30
+    layout = [("model.embed_tokens.weight", (49152, hidden))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        layout += [(p + "input_layernorm.weight", (hidden,)), (p + "mlp.down_proj.weight", (hidden, mlp)),
+                   (p + "mlp.gate_proj.weight", (mlp, hidden)), (p + "mlp.up_proj.weight", (mlp, hidden)),
+                   (p + "post_attention_layernorm.weight", (hidden,)),
+                   (p + "self_attn.k_proj.weight", (kv, hidden)), (p + "self_attn.o_proj.weight", (hidden, hidden)),
+                   (p + "self_attn.q_proj.weight", (hidden, hidden)), (p + "self_attn.v_proj.weight", (kv, hidden))]
+    return layout + [("model.norm.weight", (hidden,))]
+
+
 def _write_config(folder: Path, config: dict) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
@@ -135,14 +150,16 @@ def _prepare_dir(path: Path) -> Path:
 
 def make_synthetic_pair(out_dir: str | os.PathLike, *, dtype: str = "F32", n_elements: int = 1 << 20,
                         delta_sigma: float = 1e-4, unchanged_fraction: float = 0.0, n_tensors: int | None = None,
-                        seed: int = 0, stored_as: str | None = None, threads: int = 2) -> SyntheticPair:
+                        seed: int = 0, stored_as: str | None = None, threads: int = 2,
+                        layout: list[tuple[str, tuple[int, ...]]] | None = None) -> SyntheticPair:
     """Write ``out_dir/base`` and ``out_dir/finetuned`` (each ``model.safetensors`` + ``config.json``).
 
     base = Student-t(6) * 0.02 rounded to ``dtype``; fine-tune = base + N(0, delta_sigma^2) computed in float64 and
     rounded to ``dtype`` (round to nearest even). Exactly ``round(unchanged_fraction * n_elements)`` elements are
     forced equal to the base (others may also round back to the base when delta_sigma is far below the dtype's
     spacing). ``stored_as`` (e.g. ``"F32"`` for ``dtype="BF16"``) writes the same values in a wider float format,
-    so their low mantissa bits are zero. ``n_tensors`` defaults to one tensor per 4 Mi elements. Deterministic for
+    so their low mantissa bits are zero. ``n_tensors`` defaults to one tensor per 4 Mi elements. ``layout`` (tensor
+    names and shapes, e.g. :func:`smollm2_layout`) replaces ``n_elements`` and ``n_tensors``. Deterministic for
     a seed (independent of ``threads``). Returns ``(base, finetuned, info)``; ``info["unchanged_forced"]`` counts
     the forced elements and ``info["equal"]`` all elements whose stored bits equal the base's.
     """
@@ -152,6 +169,8 @@ def make_synthetic_pair(out_dir: str | os.PathLike, *, dtype: str = "F32", n_ele
     if stored_as not in _ITEM or stored_as == "BF16" and dtype != "BF16" or \
             _WIDTH_ORDER[stored_as] < _WIDTH_ORDER[dtype] or (stored_as == "F16" and dtype != "F16"):
         raise ConfigError(f"cannot store {dtype} values as {stored_as}")
+    if layout is not None:
+        n_elements, n_tensors = sum(math.prod(shape) for _, shape in layout), len(layout)
     if isinstance(n_elements, bool) or not isinstance(n_elements, int) or n_elements < 1:
         raise ConfigError(f"n_elements must be a positive int, got {n_elements!r}")
     if not (isinstance(delta_sigma, (int, float)) and math.isfinite(delta_sigma) and delta_sigma >= 0):
@@ -165,8 +184,11 @@ def make_synthetic_pair(out_dir: str | os.PathLike, *, dtype: str = "F32", n_ele
 
     root = Path(out_dir)
     base_dir, ft_dir = _prepare_dir(root / "base"), _prepare_dir(root / "finetuned")
-    shapes = _tensor_shapes(n_elements, n_tensors)
-    names = [f"layers.{i}.weight" for i in range(n_tensors)]
+    if layout is None:
+        shapes = _tensor_shapes(n_elements, n_tensors)
+        names = [f"layers.{i}.weight" for i in range(n_tensors)]
+    else:
+        names, shapes = [name for name, _ in layout], [tuple(shape) for _, shape in layout]
     header = _safetensors_header([(n, stored_as, s) for n, s in zip(names, shapes)], {"format": "pt"})
 
     # global chunk plan: (tensor index, global start, count); each chunk has its own generator, so the output does
@@ -419,5 +441,5 @@ def make_tiny_transformer_pair(out_dir: str | os.PathLike, *, steps: int = 30, d
     return TinyPair(base_dir, ft_dir, dataset, info)
 
 
-__all__ = ["SyntheticPair", "TinyPair", "generate_lines", "make_synthetic_pair",
+__all__ = ["SyntheticPair", "TinyPair", "generate_lines", "make_synthetic_pair", "smollm2_layout",
            "make_tiny_transformer_pair", "write_text_dataset"]

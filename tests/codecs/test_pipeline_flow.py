@@ -51,11 +51,8 @@ def test_many_small_tensors_restore_exactly(tmp_path, monkeypatch, window, small
     assert modelcodecs.verify_artifact(art, base_dir=base_dir, reference_dir=ft_dir, threads=threads).ok
 
 
-@pytest.mark.parametrize("codec", ["fmdelta", "xor-zstd"])
-def test_a_restore_reads_each_base_byte_once(tmp_path, monkeypatch, codec):
-    base_dir, ft_dir = make_pair(tmp_path)
-    art = tmp_path / "a.dvz"
-    modelcodecs.compress_model(ft_dir, art, codec=codec, base_dir=base_dir, threads=2)
+def _record_reads(monkeypatch) -> list[tuple[str, int, int]]:
+    """Every (file, offset, size) read through hfio from now on."""
     reads: list[tuple[str, int, int]] = []
     original = hfio._read_exact
 
@@ -64,15 +61,28 @@ def test_a_restore_reads_each_base_byte_once(tmp_path, monkeypatch, codec):
         return original(handle, offset, size, into)
 
     monkeypatch.setattr(hfio, "_read_exact", recording)
-    modelcodecs.decompress_model(art, tmp_path / "out", base_dir=base_dir, threads=2)
-    assert_same_tree(ft_dir, tmp_path / "out")
+    return reads
+
+
+def _assert_base_read_once(reads: list[tuple[str, int, int]], base_dir: Path, art: Path) -> None:
+    """The base file's headers (length, then JSON) were read once, then each base tensor ``art`` uses once."""
     base_reads = sorted((off, size) for name, off, size in reads if Path(name).is_relative_to(base_dir) and size)
     used = [t for t in modelcodecs.inspect_artifact(art)["tensor_list"] if t["base"] and t["original_bytes"]]
     assert len(used) >= 3
-    # the headers (length, then JSON) once, then each base tensor used once: no byte is read twice
     for (a, n), (b, _) in zip(base_reads, base_reads[1:]):
         assert a + n <= b, f"base bytes {b}..{a + n} read twice"
     assert len(base_reads) == 2 + len(used)
+
+
+@pytest.mark.parametrize("codec", ["fmdelta", "xor-zstd"])
+def test_a_restore_reads_each_base_byte_once(tmp_path, monkeypatch, codec):
+    base_dir, ft_dir = make_pair(tmp_path)
+    art = tmp_path / "a.dvz"
+    modelcodecs.compress_model(ft_dir, art, codec=codec, base_dir=base_dir, threads=2)
+    reads = _record_reads(monkeypatch)
+    modelcodecs.decompress_model(art, tmp_path / "out", base_dir=base_dir, threads=2)
+    assert_same_tree(ft_dir, tmp_path / "out")
+    _assert_base_read_once(reads, base_dir, art)
 
 
 def _vocab_pair(root: Path, extra_rows: int) -> tuple[Path, Path]:
@@ -177,7 +187,9 @@ def test_cli_unmatched_base_and_its_override(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
 
 
-def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, capsys, threads):
+    """One command, three fine-tunes: each base byte is read once and fingerprinted once for all of them."""
     base = base_tensors(0)
     base_dir = write_safetensors(tmp_path / "base", base, extras=False)
     fts = [write_safetensors(tmp_path / f"ft{i}", finetune(base, i + 1), extras=True) for i in range(3)]
@@ -189,7 +201,9 @@ def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, c
         return original(data, version)
 
     monkeypatch.setattr(pipeline, "tensor_digest", counting)
-    code = main(["compress", "--base", str(base_dir), *map(str, fts), "-o", str(tmp_path / "arts"), "--json"])
+    reads = _record_reads(monkeypatch)
+    code = main(["compress", "--base", str(base_dir), *map(str, fts), "-o", str(tmp_path / "arts"), "--json",
+                 "--threads", str(threads)])
     assert code == 0
     summaries = json.loads(capsys.readouterr().out)["artifacts"]
     n = summaries[0]["tensors"]
@@ -197,14 +211,33 @@ def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, c
     # every fine-tuned tensor is hashed once per fine-tune; each base tensor used is fingerprinted once in all
     used = [t for t in modelcodecs.inspect_artifact(tmp_path / "arts" / "ft0.dvz")["tensor_list"] if t["base"]]
     assert len(fingerprints) == 3 * n + len(used)
+    _assert_base_read_once(reads, base_dir, tmp_path / "arts" / "ft0.dvz")
     arts = [tmp_path / "arts" / f"ft{i}.dvz" for i in range(3)]
     fingerprints.clear()
-    code = main(["decompress", "--base", str(base_dir), *map(str, arts), "-o", str(tmp_path / "out"), "--json"])
+    reads.clear()
+    code = main(["decompress", "--base", str(base_dir), *map(str, arts), "-o", str(tmp_path / "out"), "--json",
+                 "--threads", str(threads)])
     assert code == 0, capsys.readouterr().err
     assert len(json.loads(capsys.readouterr().out)["restored"]) == 3
     for i, ft in enumerate(fts):
         assert_same_tree(ft, tmp_path / "out" / f"ft{i}")
     assert len(fingerprints) == 3 * n + len(used)
+    _assert_base_read_once(reads, base_dir, arts[0])
+
+
+def test_a_failing_finetune_among_several_leaves_no_partial_artifact(tmp_path):
+    """Coded side by side, one fine-tune that cannot be read stops the command; no partial artifact is left."""
+    base = base_tensors(0)
+    base_dir = write_safetensors(tmp_path / "base", base, extras=False)
+    good = write_safetensors(tmp_path / "good", finetune(base, 1), extras=False)
+    bad = write_safetensors(tmp_path / "bad", finetune(base, 2), extras=False)
+    weights = bad / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size - 64)  # its header still parses; the last tensor's bytes are short
+    outs = [tmp_path / "good.dvz", tmp_path / "bad.dvz"]
+    with pytest.raises(modelcodecs.ModelCodecError):
+        modelcodecs.compress_models([good, bad], outs, codec="fmdelta", base_dir=base_dir, threads=2)
+    # side by side, the good one was not complete either: nothing is left but the inputs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "base", "good"]
 
 
 MEMORY_CHILD = textwrap.dedent("""
