@@ -18,21 +18,25 @@ from .errors import (
     WrongBaseError,
     WrongPriorError,
 )
-from .bitdelta import BitDeltaCodec
 from .fmdelta import FMDeltaCodec, FMDeltaNoBaseCodec
-from .hyper import HyperCodec
-from .lmgc import LMGCCodec
-from .registry import get_codec, get_codec_class, list_codecs, register_codec
-from .rtn import RTNCodec
+from .registry import get_codec, get_codec_class, list_codecs, register_codec, register_deferred
 
 register_codec(FMDeltaCodec)
 register_codec(FMDeltaNoBaseCodec)
 register_codec(ZstdCodec)
 register_codec(XorZstdCodec)
-register_codec(BitDeltaCodec)
-register_codec(HyperCodec)
-register_codec(RTNCodec)
-register_codec(LMGCCodec)
+# these need numpy (and torch or a prior): imported when first used, so that a command starts without them
+_DEFERRED = {"BitDeltaCodec": ("bitdelta", "bitdelta"), "HyperCodec": ("hyper", "hyper"), "RTNCodec": ("rtn", "rtn"),
+             "LMGCCodec": ("lmgc", "lmgc")}
+for _name, (_codec_id, _module) in _DEFERRED.items():
+    register_deferred(_codec_id, f"{__name__}.{_module}:{_name}")
+
+
+def __getattr__(name: str):
+    if name in _DEFERRED:
+        return get_codec_class(_DEFERRED[name][0])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 from .hfio import compare_models, read_model_info  # noqa: E402
 from .pipeline import compress_model, decode_tensor, decompress_model, inspect_artifact, verify_artifact  # noqa: E402

@@ -14,3 +14,8 @@ def tensor_digest(data, version: int) -> str:
     if version == 1:
         return hashlib.sha256(data).hexdigest()
     return xxhash.xxh3_128_hexdigest(data)
+
+
+def tensor_hasher(version: int):
+    """A running hash (``update``, ``hexdigest``) that ends at ``tensor_digest`` of all the bytes given to it."""
+    return hashlib.sha256() if version == 1 else xxhash.xxh3_128()

@@ -142,6 +142,10 @@ class Codec(ABC):
     # At most how many bytes one payload byte decodes to when no base is used. Decoders refuse a tensor that claims
     # more before memory is allocated for it (a crafted index can claim any size). zstd stays below 2^15.
     max_expansion: ClassVar[int] = 1 << 16
+    # True when each chunk decodes alone to the next ``meta["n"]`` elements of the tensor (given the same range of
+    # the base): the pipeline then restores a large tensor a few chunks at a time, each part written and hashed
+    # while it is still in the CPU's cache.
+    chunks_decode_alone: ClassVar[bool] = False
 
     def __init__(self, **config: Any):
         known = {p.name: p for p in self.params}

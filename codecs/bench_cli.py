@@ -24,7 +24,7 @@ from pathlib import Path
 MB = 1e6
 
 
-def _timed(cmd: list[str], repeat: int, before=None, cpu: list | None = None) -> float:
+def _timed(cmd: list[str], repeat: int, before=None, cpu: list | None = None, env: dict | None = None) -> float:
     """Best wall-clock seconds of ``repeat`` runs of a command; with ``cpu``, also append its best CPU seconds
     (user + system of the process and its threads: on a shared machine, what other load affects least)."""
     best, best_cpu = math.inf, math.inf
@@ -33,7 +33,7 @@ def _timed(cmd: list[str], repeat: int, before=None, cpu: list | None = None) ->
             before()
         used = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:

@@ -56,6 +56,7 @@ class FMDeltaCodec(Codec):
     codec_id = "fmdelta"
     lossless = True
     needs_base = True
+    chunks_decode_alone = True
     description = (
         "Lossless FM-Delta: each fine-tuned float is coded against the base float at the same index (order-"
         "preserving bit map, difference split into a coded bit length and raw low bits), with a per-chunk model "

@@ -17,7 +17,6 @@ import json
 import os
 import struct
 import threading
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +236,8 @@ def _torch_zip_plan(path: Path, name: str, size: int) -> FilePlan:
             TensorSpec(tensor_name, dtype, tuple(tensor.shape)))
     del state
     tensors = []
+    import zipfile  # only for PyTorch .bin checkpoints: it costs start-up time
+
     with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
         for info in archive.infolist():
             if "/data/" not in info.filename or info.compress_type != zipfile.ZIP_STORED:
@@ -302,8 +303,8 @@ class ModelFolder:
                 self._handles[name] = open(self.root / name, "rb")
             return self._handles[name]
 
-    def read_range(self, file: str, start: int, end: int) -> bytearray:
-        return _read_exact(self._handle(file), start, end - start)
+    def read_range(self, file: str, start: int, end: int, into: memoryview | None = None) -> bytearray | memoryview:
+        return _read_exact(self._handle(file), start, end - start, into)
 
     def read_tensor(self, ref: TensorRef, into: ReadBuffer | memoryview | None = None,
                     nbytes: int | None = None) -> bytearray | memoryview:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ._bytecoding import zstd_compress, zstd_decompress
-from ._hashing import tensor_digest
+from ._hashing import tensor_digest, tensor_hasher
 from ._threads import resolve_threads
 from .abc import DTYPE_SIZES, CancelCheck, Codec, EncodedChunk, ProgressCallback, TensorSpec, check_cancel
 from .container import FORMAT_VERSION, ContainerReader, ContainerWriter, tensor_hash_keys
@@ -218,6 +218,15 @@ class _Base:
             with self._lock:
                 self._fingerprints[key] = known
         return known
+
+    def read_part(self, ref: TensorRef, start: int, end: int, pool: BufferPool) -> memoryview:
+        """Bytes ``start:end`` of a base tensor, in a block of ``pool``."""
+        return self.folder.read_range(ref.file, ref.offset + start, ref.offset + end, pool.take(end - start))
+
+    def shared(self, ref: TensorRef) -> bool:
+        """Whether more than one use of ``ref`` is expected (it is then read whole, once)."""
+        with self._lock:
+            return self._uses[ref.name] > 1
 
     def expect(self, ref: TensorRef, rows: int | None) -> None:
         """A tensor of this command will be coded against ``ref`` (its first ``rows`` rows) and release it once."""
@@ -617,6 +626,16 @@ class _Encoder:
 
 # -- decode ------------------------------------------------------------------------------------------------------
 
+@dataclass
+class _Part:
+    """Chunks ``first:last`` of a large tensor, which restore its bytes ``start:end``."""
+
+    first: int
+    last: int
+    start: int
+    end: int
+
+
 class _ArtifactDecoder:
     """Decodes tensors and files of an open artifact. Each base tensor is read once, when it is needed, and checked
     against its fingerprint before it is used; every decoded tensor is checked against its digest."""
@@ -700,11 +719,7 @@ class _ArtifactDecoder:
         if unbased > self.codec.max_expansion * payload + 4096:
             raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes from {payload:,} bytes "
                                        f"of payload, more than {self.codec.codec_id} can decode: corrupted artifact")
-        try:
-            out = self.pool.take(spec.nbytes) if pooled else bytearray(spec.nbytes)
-        except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely
-            raise CorruptArtifactError(f"tensor {t['name']!r} claims {spec.nbytes:,} bytes, more memory than this "
-                                       f"machine can give: corrupted artifact or too little memory") from None
+        out = self._take(spec.nbytes, t["name"], pooled)
         threads = self.threads if threads is None else threads
         view = memoryview(out)
         if rows is None:
@@ -724,36 +739,119 @@ class _ArtifactDecoder:
         self._check(position, out)
         return out
 
-    def _piece(self, item: tuple[dict, dict]) -> bytes | bytearray | None:
-        """A segment's bytes, on a worker thread; None for a duplicate the writer copies from what it wrote."""
-        entry, seg = item
+    def _parts(self, position: int) -> list[_Part] | None:
+        """A large tensor of a codec whose chunks decode alone, cut into runs of chunks of about half
+        SMALL_TENSOR_BYTES; None when it is decoded whole (small, a duplicate, rows shared with the base, or a base
+        tensor shared with other artifacts of the command, which is read whole once for all)."""
+        t = self.index["tensors"][position]
+        item = DTYPE_SIZES.get(t["dtype"])
+        if (not self.codec.chunks_decode_alone or item is None or t.get("same_as") is not None
+                or t.get("base_rows") is not None or (t.get("base") and self.base.shared(self._base_ref(t)))):
+            return None
+        nbytes = TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes
+        if nbytes <= SMALL_TENSOR_BYTES:
+            return None
+        parts, first, start, end = [], 0, 0, 0
+        for k, rec in enumerate(t["chunks"]):
+            count = rec.get("meta", {}).get("n") if isinstance(rec.get("meta"), dict) else None
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise CorruptArtifactError(f"tensor {t['name']!r}: chunk {k} has a bad element count")
+            end += count * item
+            if end - start >= SMALL_TENSOR_BYTES // 2 or k == len(t["chunks"]) - 1:
+                parts.append(_Part(first, k + 1, start, end))
+                first, start = k + 1, end
+        if end != nbytes:
+            raise CorruptArtifactError(f"tensor {t['name']!r}: chunks hold {end:,} bytes, expected {nbytes:,}")
+        return parts
+
+    def _decoded_part(self, position: int, part: _Part) -> tuple[memoryview, memoryview | None]:
+        """Part of a tensor decoded (not yet checked: its digests are followed in order by ``pieces``) and the base
+        bytes it was decoded against, both in blocks of the pool."""
+        if self._stop.is_set():
+            raise CancelledError("stopped")
+        check_cancel(self.cancel)
+        t = self.index["tensors"][position]
+        chunks = [self.reader.read_chunk(rec) for rec in t["chunks"][part.first:part.last]]
+        size = part.end - part.start
+        base = self.base.read_part(self._base_ref(t), part.start, part.end, self.pool) if t.get("base") else None
+        if base is None and size > self.codec.max_expansion * sum(chunk.nbytes for chunk in chunks) + 4096:
+            raise CorruptArtifactError(f"tensor {t['name']!r} claims {size:,} bytes from too little payload for "
+                                       f"{self.codec.codec_id}: corrupted artifact")
+        out = self._take(size, t["name"])
+        spec = TensorSpec(t["name"], t["dtype"], (size // DTYPE_SIZES[t["dtype"]],))
+        self.codec.decode_tensor(spec, chunks, base, out, threads=1, cancel=self.cancel)
+        return out, base
+
+    def _take(self, size: int, name: str, pooled: bool = True) -> memoryview | bytearray:
+        try:
+            return self.pool.take(size) if pooled else bytearray(size)
+        except MemoryError:  # a crafted index can claim any size; say so instead of failing obscurely
+            raise CorruptArtifactError(f"tensor {name!r} claims {size:,} bytes, more memory than this machine can "
+                                       f"give: corrupted artifact or too little memory") from None
+
+    def _piece(self, item: tuple[dict, dict, _Part | None]):
+        """A segment's bytes (or a part's, with its base bytes), on a worker thread; None for a duplicate the
+        writer copies from what it wrote."""
+        entry, seg, part = item
         if "tensor" not in seg:
             return self._byte_range(entry["name"], seg)
+        if part is not None:
+            return self._decoded_part(seg["tensor"], part)
         t = self.index["tensors"][seg["tensor"]]
         if t.get("same_as") is not None and self._copy_from is not None:
             return None
         small = TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes <= SMALL_TENSOR_BYTES
         return self._decoded(seg["tensor"], 1 if small else None)
 
-    def _seg_size(self, item: tuple[dict, dict]) -> int:
-        seg = item[1]
+    def _seg_size(self, item: tuple[dict, dict, _Part | None]) -> int:
+        _, seg, part = item
+        if part is not None:
+            return part.end - part.start
         if "tensor" not in seg:
             return seg["size"]
         t = self.index["tensors"][seg["tensor"]]
         return TensorSpec(t["name"], t["dtype"], tuple(t["shape"])).nbytes
 
+    def _follow(self, position: int, part: _Part, data, base, running: list) -> None:
+        """Add a part (in order) to its tensor's running digests; at the last part, check them: the base's
+        fingerprint, then the tensor's digest. Nothing restored is visible before the whole restore is checked."""
+        t = self.index["tensors"][position]
+        if part.first == 0:
+            running[:] = [tensor_hasher(self.version), tensor_hasher(self.version) if base is not None else None]
+        running[0].update(data)
+        if base is not None:
+            running[1].update(base)
+            self.pool.give(base)
+        if part.last < len(t["chunks"]):
+            return
+        if running[1] is not None and running[1].hexdigest() != t[self.base_hash_key]:
+            raise WrongBaseError(f"base tensor {t['base']!r} differs from the one this artifact was made against: "
+                                 f"wrong base model")
+        if running[0].hexdigest() != t[self.hash_key]:
+            raise VerificationError(f"tensor {t['name']!r} does not match its recorded {self.hash_key}: the "
+                                    f"artifact is corrupted")
+
     def pieces(self, copy_from=None) -> Iterator[tuple[dict, dict, bytes | bytearray]]:
         """(file entry, segment, bytes) for every segment of every file, in order, decoded ahead on the worker
-        threads; a piece is valid until the next one is asked for. ``copy_from(position)`` gives the bytes of a tensor
+        threads (a large tensor comes in several pieces, checked at its last); a piece is valid until the next one
+        is asked for. ``copy_from(position)`` gives the bytes of a tensor
         already restored, or None (a duplicate is then copied rather than decoded again). Give each piece back
         (``give_back``) once done with it."""
         self._copy_from = copy_from
-        items = [(entry, seg) for entry in self.index["files"] for seg in entry["segments"]]
+        items = []
+        for entry in self.index["files"]:
+            for seg in entry["segments"]:
+                parts = self._parts(seg["tensor"]) if "tensor" in seg else None
+                items += [(entry, seg, None)] if parts is None else [(entry, seg, part) for part in parts]
         results = _run_ordered(items, self._piece, self._seg_size, self.threads, self._stop, self.window)
-        for entry, seg in items:
+        running: list = []  # the digests of the tensor restored in parts
+        for entry, seg, part in items:
             try:
                 data = next(results)
-                if data is None:  # a duplicate: copied from where its first copy was restored, else decoded again
+                if part is not None:
+                    data, base = data
+                    self._follow(seg["tensor"], part, data, base, running)
+                elif data is None:  # a duplicate: copied from where its first copy was restored, else decoded again
                     data = copy_from(self.index["tensors"][seg["tensor"]]["same_as"])
                     if data is None:
                         data = self._decoded(seg["tensor"], pooled=False)
@@ -860,7 +958,7 @@ def _decompress_steps(artifact_path, out_dir: Path, base: _Base | None, shared: 
             with open(path, "rb") as restored:
                 return bytearray(os.pread(restored.fileno(), size, offset))
 
-        written, handle, current, digest, offset, pieces = 0, None, None, None, 0, None
+        written, handle, current, digest, offset, pieces, last_seg = 0, None, None, None, 0, None, None
         try:
             def close_file(entry: dict) -> None:
                 handle.close()
@@ -892,8 +990,10 @@ def _decompress_steps(artifact_path, out_dir: Path, base: _Base | None, shared: 
                 finally:
                     wait([hashed])
                 hashed.result()
-                if "tensor" in seg:
-                    written_at[seg["tensor"]] = (path, offset, len(piece))
+                if "tensor" in seg:  # a tensor restored in parts: where its first part went, and all its bytes
+                    start = offset if seg is not last_seg else written_at[seg["tensor"]][1]
+                    written_at[seg["tensor"]] = (path, start, offset + len(piece) - start)
+                last_seg = seg
                 offset += len(piece)
                 written += len(piece)
                 decoder.give_back(piece)

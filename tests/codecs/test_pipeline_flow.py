@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -294,3 +295,55 @@ def test_format_1_artifacts_still_restore(tmp_path):
         modelcodecs.decompress_model(art, out, base_dir=fixture / "base" if any(
             t["base"] for t in info["tensor_list"]) else None)
         assert_same_tree(fixture / "finetuned", out)
+
+
+def _restored_in_parts(tmp_path: Path, monkeypatch) -> tuple[Path, Path, Path]:
+    """A pair whose largest tensor (embed.weight, 128 KB in chunks of 16 KB) is restored in parts: the size up to
+    which a tensor is decoded whole is lowered to 2 KB (parts of 1 KB or more: one chunk each)."""
+    monkeypatch.setattr(pipeline, "SMALL_TENSOR_BYTES", 2048)
+    base_dir, ft_dir = _small_tensor_pair(tmp_path)
+    art = tmp_path / "a.dvz"
+    modelcodecs.compress_model(ft_dir, art, codec={"id": "fmdelta", "chunk_elements": 4096}, base_dir=base_dir,
+                               threads=2)
+    return base_dir, ft_dir, art
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_tensor_restored_in_parts_reads_its_base_once_and_comes_back_exactly(tmp_path, monkeypatch, threads):
+    base_dir, ft_dir, art = _restored_in_parts(tmp_path, monkeypatch)
+    reads = _record_reads(monkeypatch)
+    modelcodecs.decompress_model(art, tmp_path / "out", base_dir=base_dir, threads=threads)
+    assert_same_tree(ft_dir, tmp_path / "out")
+    embed = hfio.ModelFolder(base_dir).tensors["embed.weight"]
+    parts = sorted((off, size) for name, off, size in reads
+                   if Path(name).is_relative_to(base_dir) and embed.offset <= off < embed.offset + embed.spec.nbytes)
+    assert len(parts) == 8 and sum(size for _, size in parts) == embed.spec.nbytes
+    for (a, n), (b, _) in zip(parts, parts[1:]):
+        assert a + n == b
+
+
+def test_a_tensor_restored_in_parts_is_checked_whole_before_anything_is_visible(tmp_path, monkeypatch):
+    from common import reseal_index
+
+    base_dir, _, art = _restored_in_parts(tmp_path, monkeypatch)
+    # a forged digest for the tensor: caught at its last part
+    with modelcodecs.container.ContainerReader(art) as reader:
+        index = reader.index
+    record = next(t for t in index["tensors"] if t["name"] == "embed.weight")
+    record[pipeline.HASH_KEY] = "0" * len(record[pipeline.HASH_KEY])
+    forged = tmp_path / "forged.dvz"
+    reseal_index(art, forged, json.dumps(index).encode())
+    with pytest.raises(modelcodecs.VerificationError, match="embed.weight"):
+        modelcodecs.decompress_model(forged, tmp_path / "out", base_dir=base_dir, threads=2)
+    # a base whose tensor differs in its first part only: the wrong base is named, not a corrupted artifact
+    other = tmp_path / "other"
+    shutil.copytree(base_dir, other)
+    embed = hfio.ModelFolder(other).tensors["embed.weight"]
+    with open(other / embed.file, "r+b") as fh:
+        fh.seek(embed.offset + 100)
+        byte = fh.read(1)
+        fh.seek(embed.offset + 100)
+        fh.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(modelcodecs.WrongBaseError, match="embed.weight"):
+        modelcodecs.decompress_model(art, tmp_path / "out", base_dir=other, threads=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dvz", "base", "forged.dvz", "ft", "other"]
