@@ -516,8 +516,10 @@ def run(args: argparse.Namespace) -> dict:
         try:
             if args.cli:
                 elements = args.elements or ((1 << 20) if args.quick else (64 << 20))
+                # --quick: a miniature of the layout (2 layers, 2048-row vocabulary)
+                layout = synthetic.smollm2_layout(**({"layers": 2, "vocab": 2048} if args.quick else {}))
                 cases.append(bench_cli.cli_case(root, elements=elements, tensors=args.tensors or 8, repeat=repeat,
-                                                seed=args.seed, log=log))
+                                                seed=args.seed, layout=layout, log=log))
             else:
                 cases.append(bench_cli.smollm2_case(Path(args.smollm2_dir or root / "smollm2"), root, repeat=repeat,
                                                     steps=args.smollm2_steps, log=log))

@@ -34,13 +34,18 @@ def _load_deferred(codec_id: str) -> None:
         register_codec(getattr(import_module(module), name), codec_id)
 
 
+def entry_points(*, group: str):
+    """``importlib.metadata.entry_points``, imported only when an id is not built in (it costs start-up time)."""
+    from importlib.metadata import entry_points as installed
+
+    return installed(group=group)
+
+
 def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from importlib.metadata import entry_points  # only when an id is not built in: it costs start-up time
-
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name not in codec_registry:
             register_codec(entry.load(), entry.name)

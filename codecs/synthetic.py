@@ -120,11 +120,12 @@ def _tensor_shapes(n_elements: int, n_tensors: int) -> list[tuple[int, ...]]:
     return shapes
 
 
-def smollm2_layout() -> list[tuple[str, tuple[int, ...]]]:
+def smollm2_layout(layers: int = 30, vocab: int = 49152) -> list[tuple[str, tuple[int, ...]]]:
     """The tensor names and shapes of SmolLM2-135M (272 tensors, 134.5 M parameters, the embedding tied to the
-    output): a real checkpoint's many small tensors, without downloading or fine-tuning the model."""
-    hidden, mlp, kv, layers = 576, 1536, 192, 30
-    layout = [("model.embed_tokens.weight", (49152, hidden))]
+    output): a real checkpoint's many small tensors, without downloading or fine-tuning the model. Fewer
+    ``layers`` or a smaller ``vocab`` make a miniature of it."""
+    hidden, mlp, kv = 576, 1536, 192
+    layout = [("model.embed_tokens.weight", (vocab, hidden))]
     for i in range(layers):
         p = f"model.layers.{i}."
         layout += [(p + "input_layernorm.weight", (hidden,)), (p + "mlp.down_proj.weight", (hidden, mlp)),

@@ -153,10 +153,16 @@ def test_cli_case_times_whole_commands_beside_zstd(tmp_path, monkeypatch, capsys
                        "--quiet"]) == 0
     case = json.loads(out.read_text())["command_cases"][0]
     assert case["modelcodecs"]["exact"] and case["modelcodecs"]["ratio"] > 1.2
+    # the SmolLM2 layout in miniature (2 layers): 1 and 2 threads, both restored exactly, their ratio judged
+    layout = case["layout"]
+    assert layout["tensors"] == 2 + 2 * 9 and [r["threads"] for r in layout["runs"]] == [1, 2]
+    assert all(r["exact"] and r["ratio"] > 1.2 for r in layout["runs"])
+    assert [t["limit"] for t in case["targets"] if "2 threads" in t["target"]] == [1.7, 1.7]
     if case["zstd"] is not None:  # the zstd program is installed: both speeds and their ratio are judged
-        assert {t["limit"] for t in case["targets"]} == {0.8, 0.5}
+        assert sorted(t["limit"] for t in case["targets"]) == [0.5, 0.5, 0.8, 0.8, 1.7, 1.7]
         assert case["compress_vs_zstd"] > 0 and case["decompress_vs_zstd"] > 0
-    assert "whole commands vs the zstd CLI" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "whole commands vs the zstd CLI" in printed and "SmolLM2 layout bf16" in printed
     # without the program the benchmark says so instead of failing
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert bench.main(["--cli", "--quick", "--elements", "65536", "--repeat", "1", "--quiet"]) == 0
