@@ -346,8 +346,8 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
                     on_step=None) -> list[CompressSummary]:
     """Several fine-tunes of one base, one artifact each (``out_paths[i]`` for ``finetuned_dirs[i]``): they are
     coded side by side, tensor by tensor, so that each base byte is read and fingerprinted once for all of them
-    while memory holds about one window of tensors. ``progress`` restarts for each fine-tune. If one fails, the
-    artifacts not yet complete are removed and the error raised."""
+    while memory holds about one window of tensors. ``progress`` counts them together (bytes done and total summed
+    over all). If one fails, the artifacts not yet complete are removed and the error raised."""
     finetuned_dirs, out_paths = list(finetuned_dirs), list(out_paths)
     if len(finetuned_dirs) != len(out_paths) or not finetuned_dirs:
         raise ConfigError("give one output path per fine-tuned folder")
@@ -366,8 +366,9 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
         shared = _SharedWork(len(finetuned_dirs), threads)
         # prepare() may leave per-model state in a codec (BitDelta's scales): one instance per fine-tune
         codecs = [codec] + [type(codec).from_config(codec.get_config()) for _ in finetuned_dirs[1:]]
-        return _lockstep([_compress_steps(ft, out, c, base, shared, progress, cancel, allow_unmatched_base, training)
-                          for ft, out, c in zip(finetuned_dirs, out_paths, codecs)])
+        progresses = _joint_progress(progress, len(finetuned_dirs))
+        return _lockstep([_compress_steps(ft, out, c, base, shared, p, cancel, allow_unmatched_base, training)
+                          for ft, out, c, p in zip(finetuned_dirs, out_paths, codecs, progresses)])
 
 
 class _SharedWork:
@@ -378,6 +379,20 @@ class _SharedWork:
         self.threads = resolve_threads(threads)
         self.pool = BufferPool(keep=4 * self.threads + 2)
         self.window = max(1, WINDOW_BYTES // models)
+
+
+def _joint_progress(progress: ProgressCallback | None, models: int) -> list[ProgressCallback | None]:
+    """One callback per model of a lock-step command, reporting to ``progress`` the sum over all of them."""
+    if progress is None or models == 1:
+        return [progress] * models
+    seen = [(0, 0)] * models
+
+    def reporter(i: int) -> ProgressCallback:
+        def report(done: int, total: int, stage: str) -> None:
+            seen[i] = (done, total)
+            progress(sum(d for d, _ in seen), sum(t for _, t in seen), stage)
+        return report
+    return [reporter(i) for i in range(models)]
 
 
 def _lockstep(steps: list[Iterator]) -> list:
@@ -920,8 +935,8 @@ def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int |
                       ) -> list[DecompressSummary]:
     """Restore several artifacts made against one base (``out_dirs[i]`` for ``artifact_paths[i]``): they are
     restored side by side, tensor by tensor, so that each base byte is read and fingerprinted once for all of them
-    while memory holds about one window of tensors. ``progress`` restarts for each artifact. If one fails, the
-    folders not yet complete are removed and the error raised."""
+    while memory holds about one window of tensors. ``progress`` counts them together (bytes done and total summed
+    over all). If one fails, the folders not yet complete are removed and the error raised."""
     artifact_paths, out_dirs = list(artifact_paths), [Path(d) for d in out_dirs]
     if len(artifact_paths) != len(out_dirs) or not artifact_paths:
         raise ConfigError("give one output folder per artifact")
@@ -931,8 +946,9 @@ def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int |
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
         shared = _SharedWork(len(artifact_paths), threads)
-        return _lockstep([_decompress_steps(a, o, base, shared, progress, cancel, prior)
-                          for a, o in zip(artifact_paths, out_dirs)])
+        progresses = _joint_progress(progress, len(artifact_paths))
+        return _lockstep([_decompress_steps(a, o, base, shared, p, cancel, prior)
+                          for a, o, p in zip(artifact_paths, out_dirs, progresses)])
 
 
 def _decompress_steps(artifact_path, out_dir: Path, base: _Base | None, shared: _SharedWork, progress, cancel,

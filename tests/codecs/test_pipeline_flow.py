@@ -347,3 +347,20 @@ def test_a_tensor_restored_in_parts_is_checked_whole_before_anything_is_visible(
     with pytest.raises(modelcodecs.WrongBaseError, match="embed.weight"):
         modelcodecs.decompress_model(art, tmp_path / "out", base_dir=other, threads=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dvz", "base", "forged.dvz", "ft", "other"]
+
+
+def test_progress_of_several_finetunes_counts_them_together(tmp_path):
+    """Side by side, one bar: bytes done never go back, and the end is every fine-tune's bytes."""
+    base = base_tensors(0)
+    base_dir = write_safetensors(tmp_path / "base", base, extras=False)
+    fts = [write_safetensors(tmp_path / f"ft{i}", finetune(base, i + 1), extras=True) for i in range(2)]
+    calls: list[tuple[int, int]] = []
+    summaries = modelcodecs.compress_models(fts, [tmp_path / "a.dvz", tmp_path / "b.dvz"], codec="fmdelta",
+                                            base_dir=base_dir, progress=lambda d, t, _: calls.append((d, t)))
+    total = sum(s.original_bytes for s in summaries)
+    assert calls[-1] == (total, total)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+    calls.clear()
+    modelcodecs.decompress_models([tmp_path / "a.dvz", tmp_path / "b.dvz"], [tmp_path / "x", tmp_path / "y"],
+                                  base_dir=base_dir, progress=lambda d, t, _: calls.append((d, t)))
+    assert calls[-1] == (total, total) and all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
