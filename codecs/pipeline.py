@@ -849,9 +849,8 @@ class _ArtifactDecoder:
     def pieces(self, copy_from=None) -> Iterator[tuple[dict, dict, bytes | bytearray]]:
         """(file entry, segment, bytes) for every segment of every file, in order, decoded ahead on the worker
         threads (a large tensor comes in several pieces, checked at its last); a piece is valid until the next one
-        is asked for. ``copy_from(position)`` gives the bytes of a tensor
-        already restored, or None (a duplicate is then copied rather than decoded again). Give each piece back
-        (``give_back``) once done with it."""
+        is asked for. ``copy_from(position)`` gives the bytes of a tensor already restored, or None (a duplicate is
+        then copied rather than decoded again). Give each piece back (``give_back``) once done with it."""
         self._copy_from = copy_from
         items = []
         for entry in self.index["files"]:
