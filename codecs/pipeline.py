@@ -122,13 +122,13 @@ class _Progress:
 
 # -- the work window -----------------------------------------------------------------------------------------------
 
-def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Event, window: int) -> Iterator:
-    """``prepare(item)`` for each item on ``threads`` worker threads, results yielded in order. Work runs ahead of
-    the consumer on at most ``2 * threads`` items holding at most ``window`` bytes (``size_of``); an item larger
-    than the window is prepared alone, once the consumer is done with everything before it, so memory holds one
-    large tensor at a time (the consumer gives each result's memory back when done with it). Setting ``stop`` (or
-    leaving the generator) cancels what has not started."""
-    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="modelcodecs-tensor")
+def _run_ordered(items: list, prepare, size_of, shared: _SharedWork, stop: threading.Event) -> Iterator:
+    """``prepare(item)`` for each item on the command's worker threads, results yielded in order. Work runs ahead
+    of the consumer on at most ``2 * threads`` items holding at most the window's bytes (``size_of``); an item
+    larger than the window is prepared alone, once the consumer is done with everything before it, so memory holds
+    one large tensor at a time (the consumer gives each result's memory back when done with it). Setting ``stop``
+    (or leaving the generator) cancels what has not started and waits for what has."""
+    threads, window = shared.threads, shared.window
     pending: deque = deque()
     inflight = 0
     position = 0
@@ -138,7 +138,7 @@ def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Ev
                 size = size_of(items[position])
                 if pending and (len(pending) >= 2 * threads or inflight + size > window):
                     break
-                pending.append((pool.submit(prepare, items[position]), size))
+                pending.append((shared.workers.submit(prepare, items[position]), size))
                 inflight += size
                 position += 1
             if not pending:
@@ -153,7 +153,7 @@ def _run_ordered(items: list, prepare, size_of, threads: int, stop: threading.Ev
         stop.set()
         for future, _ in pending:
             future.cancel()
-        pool.shutdown(wait=True)
+        wait([future for future, _ in pending])
 
 
 def _row_bytes(spec: TensorSpec) -> int:
@@ -363,7 +363,7 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
     with ExitStack() as stack:
         # a codec that does not use the base never gets it, so its artifacts decode without one
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None and codec.needs_base else None
-        shared = _SharedWork(len(finetuned_dirs), threads)
+        shared = stack.enter_context(_SharedWork(len(finetuned_dirs), threads))
         # prepare() may leave per-model state in a codec (BitDelta's scales): one instance per fine-tune
         codecs = [codec] + [type(codec).from_config(codec.get_config()) for _ in finetuned_dirs[1:]]
         progresses = _joint_progress(progress, len(finetuned_dirs))
@@ -372,13 +372,24 @@ def compress_models(finetuned_dirs, out_paths, *, codec: Codec | dict | str, bas
 
 
 class _SharedWork:
-    """What the fine-tunes (or artifacts) of one command share: the thread count, one pool of blocks, and the
-    window of work ahead split between them, so that memory does not grow with their number."""
+    """What the fine-tunes (or artifacts) of one command share, so that neither threads nor memory grow with their
+    number: ``threads`` worker threads, one thread for the files' sha256, one pool of blocks, and the window of work
+    ahead split between them. (A worker waits only for a base tensor another running worker is reading, so one
+    set of workers serves all without deadlock.) Close it when done."""
 
     def __init__(self, models: int, threads: int | None):
         self.threads = resolve_threads(threads)
+        self.workers = ThreadPoolExecutor(self.threads, thread_name_prefix="modelcodecs-tensor")
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash")
         self.pool = BufferPool(keep=4 * self.threads + 2)
         self.window = max(1, WINDOW_BYTES // models)
+
+    def __enter__(self) -> _SharedWork:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.workers.shutdown(wait=True, cancel_futures=True)
+        self.hasher.shutdown(wait=True)
 
 
 def _joint_progress(progress: ProgressCallback | None, models: int) -> list[ProgressCallback | None]:
@@ -479,7 +490,7 @@ class _Encoder:
     def __init__(self, codec: Codec, tuned: ModelFolder, base: _Base | None, writer: ContainerWriter,
                  shared: _SharedWork, cancel: CancelCheck | None, meter: _Progress):
         self.codec, self.tuned, self.base, self.writer = codec, tuned, base, writer
-        self.threads, self.window, self.pool = shared.threads, shared.window, shared.pool
+        self.shared, self.threads, self.pool = shared, shared.threads, shared.pool
         self.cancel, self.meter = cancel, meter
         self.records: list[dict] = []
         self.duplicates = 0
@@ -498,9 +509,7 @@ class _Encoder:
 
     def run(self) -> Iterator[None]:
         """Write every file, yielding after each tensor; returns the files' index entries."""
-        prepared = _run_ordered(self.items, self._prepare, lambda item: item[0].spec.nbytes, self.threads,
-                                self._stop, self.window)
-        hasher = ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash")
+        prepared = _run_ordered(self.items, self._prepare, lambda item: item[0].spec.nbytes, self.shared, self._stop)
         files = []
         try:
             for plan in self.tuned.files:
@@ -511,7 +520,7 @@ class _Encoder:
                     if isinstance(seg, TensorRef):
                         item = next(prepared)
                         # the file's sha256 runs beside the writing (and, for a large tensor, the coding)
-                        hashed = hasher.submit(file_hash.update, item.data)
+                        hashed = self.shared.hasher.submit(file_hash.update, item.data)
                         try:
                             segments.append({"tensor": self._write(item)})
                         finally:
@@ -530,7 +539,6 @@ class _Encoder:
                               "sha256": file_hash.hexdigest(), "segments": segments})
         finally:
             prepared.close()
-            hasher.shutdown(wait=True)
         return files
 
     # -- on a worker thread ----------------------------------------------------------------------------------------
@@ -658,7 +666,7 @@ class _ArtifactDecoder:
     def __init__(self, reader: ContainerReader, base: _Base | None, shared: _SharedWork, cancel: CancelCheck | None,
                  meter: _Progress, prior=None):
         self.reader, self.base, self.cancel, self.meter = reader, base, cancel, meter
-        self.threads, self.window, self.pool = shared.threads, shared.window, shared.pool
+        self.shared, self.threads, self.pool = shared, shared.threads, shared.pool
         self.index = reader.index
         self.version = self.index["format"]
         self.hash_key, self.base_hash_key = tensor_hash_keys(self.version)
@@ -857,7 +865,7 @@ class _ArtifactDecoder:
             for seg in entry["segments"]:
                 parts = self._parts(seg["tensor"]) if "tensor" in seg else None
                 items += [(entry, seg, None)] if parts is None else [(entry, seg, part) for part in parts]
-        results = _run_ordered(items, self._piece, self._seg_size, self.threads, self._stop, self.window)
+        results = _run_ordered(items, self._piece, self._seg_size, self.shared, self._stop)
         running: list = []  # the digests of the tensor restored in parts
         for entry, seg, part in items:
             try:
@@ -944,7 +952,7 @@ def decompress_models(artifact_paths, out_dirs, *, base_dir=None, threads: int |
             raise ConfigError(f"{out_dir}: output folder exists and is not empty")
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
-        shared = _SharedWork(len(artifact_paths), threads)
+        shared = stack.enter_context(_SharedWork(len(artifact_paths), threads))
         progresses = _joint_progress(progress, len(artifact_paths))
         return _lockstep([_decompress_steps(a, o, base, shared, p, cancel, prior)
                           for a, o, p in zip(artifact_paths, out_dirs, progresses)])
@@ -963,7 +971,6 @@ def _decompress_steps(artifact_path, out_dir: Path, base: _Base | None, shared: 
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.urandom(6).hex()}")
         tmp.mkdir()
-        hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="modelcodecs-hash"))
         written_at: dict[int, tuple[Path, int, int]] = {}  # tensor position -> where it was restored
 
         def copy_from(position: int) -> bytearray | None:
@@ -996,7 +1003,7 @@ def _decompress_steps(artifact_path, out_dir: Path, base: _Base | None, shared: 
                     path.parent.mkdir(parents=True, exist_ok=True)
                     handle, digest = open(path, "xb", buffering=0), hashlib.sha256()
                 # the file's sha256 runs beside the write
-                hashed = hasher.submit(digest.update, piece)
+                hashed = shared.hasher.submit(digest.update, piece)
                 try:
                     view, done = memoryview(piece), 0
                     while done < len(view):
@@ -1049,7 +1056,7 @@ def verify_artifact(artifact_path, *, base_dir=None, reference_dir=None, expecte
     problems = []
     with ExitStack() as stack:
         base = stack.enter_context(_Base(base_dir)) if base_dir is not None else None
-        shared = _SharedWork(1, threads)
+        shared = stack.enter_context(_SharedWork(1, threads))
         decoder = _open_decoder(stack, artifact_path, base, shared, cancel, progress, prior)
         entries = decoder.index["files"]
         digests = {e["name"]: hashlib.sha256() for e in entries}
@@ -1147,7 +1154,8 @@ def decode_tensor(artifact_path, name: str, *, base_dir=None, threads: int | Non
         positions = [i for i, t in enumerate(reader.index["tensors"]) if t["name"] == name]
         if not positions:
             raise ConfigError(f"the artifact has no tensor {name!r}")
-        decoder = _ArtifactDecoder(reader, base, _SharedWork(1, threads), None, _Progress(None, 0), prior)
+        shared = stack.enter_context(_SharedWork(1, threads))
+        decoder = _ArtifactDecoder(reader, base, shared, None, _Progress(None, 0), prior)
         t = reader.index["tensors"][positions[0]]
         source = reader.index["tensors"][t["same_as"]] if t.get("same_as") is not None else t
         if source.get("base") and (base is None or source["base"] not in base.folder.tensors):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -190,15 +191,19 @@ def test_cli_unmatched_base_and_its_override(tmp_path, capsys):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, capsys, threads):
-    """One command, three fine-tunes: each base byte is read once and fingerprinted once for all of them."""
+    """One command, three fine-tunes: each base byte is read once and fingerprinted once for all of them, on the
+    command's ``threads`` worker threads (not as many per fine-tune)."""
     base = base_tensors(0)
     base_dir = write_safetensors(tmp_path / "base", base, extras=False)
     fts = [write_safetensors(tmp_path / f"ft{i}", finetune(base, i + 1), extras=True) for i in range(3)]
     fingerprints = []
+    workers = set()
     original = pipeline.tensor_digest
 
     def counting(data, version):
         fingerprints.append(bytes(data))
+        if threading.current_thread().name.startswith("modelcodecs-tensor"):
+            workers.add(threading.get_ident())
         return original(data, version)
 
     monkeypatch.setattr(pipeline, "tensor_digest", counting)
@@ -213,8 +218,10 @@ def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, c
     used = [t for t in modelcodecs.inspect_artifact(tmp_path / "arts" / "ft0.dvz")["tensor_list"] if t["base"]]
     assert len(fingerprints) == 3 * n + len(used)
     _assert_base_read_once(reads, base_dir, tmp_path / "arts" / "ft0.dvz")
+    assert 1 <= len(workers) <= threads
     arts = [tmp_path / "arts" / f"ft{i}.dvz" for i in range(3)]
     fingerprints.clear()
+    workers.clear()
     reads.clear()
     code = main(["decompress", "--base", str(base_dir), *map(str, arts), "-o", str(tmp_path / "out"), "--json",
                  "--threads", str(threads)])
@@ -224,6 +231,7 @@ def test_several_finetunes_and_artifacts_share_one_base(tmp_path, monkeypatch, c
         assert_same_tree(ft, tmp_path / "out" / f"ft{i}")
     assert len(fingerprints) == 3 * n + len(used)
     _assert_base_read_once(reads, base_dir, arts[0])
+    assert 1 <= len(workers) <= threads
 
 
 def test_a_failing_finetune_among_several_leaves_no_partial_artifact(tmp_path):
