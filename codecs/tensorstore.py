@@ -203,7 +203,7 @@ def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, thread
     Tensors are read, hashed and coded on ``threads`` threads in the pipeline's work window (at most
     ``2 * threads`` tensors and 64 MB ahead of the one being recorded; a larger tensor alone, its chunks coded in
     parallel), and recorded in file order, each file's sha256 computed on the way."""
-    from .pipeline import WINDOW_BYTES, _run_ordered
+    from .pipeline import WINDOW_BYTES, _run_ordered, _SharedWork
 
     rewrite = set(rewrite)
     nthreads = resolve_threads(threads)
@@ -219,7 +219,7 @@ def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, thread
         inner = nthreads if spec.nbytes > WINDOW_BYTES else 1  # a window's worth of tensors is parallel enough
         return data, key, write_object(root, key, spec, data, threads=inner, cancel=cancel), True
 
-    with ModelFolder(model_dir) as folder:
+    with ModelFolder(model_dir) as folder, _SharedWork(1, nthreads) as shared:
         total = folder.total_bytes
         manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "key": "sha256(dtype, shape, bytes)",
                     "codec": FMDeltaNoBaseCodec().get_config(), "logical_bytes": total, "files": []}
@@ -227,7 +227,7 @@ def store_model(model_dir: str | os.PathLike, root: str | os.PathLike, *, thread
                                tensors_total=sum(1 for _ in folder.iter_tensors()))
         pieces = [(index, *piece) for index, plan in enumerate(folder.files)
                   for piece in _segment_pieces(folder, plan)]
-        results = _run_ordered(pieces, prepare, lambda piece: 2 * piece[1].nbytes, nthreads, threading.Event())
+        results = _run_ordered(pieces, prepare, lambda piece: 2 * piece[1].nbytes, shared, threading.Event())
         done = 0
         file_digest, segments = hashlib.sha256(), []
         for position, plan in enumerate(folder.files):
