@@ -234,7 +234,9 @@ class BuiltinPrior:
             contexts = _CONTEXTS[min(j, 2)]
             ctx = _context(columns, j, first)
             key = block_of * contexts + ctx
-            order = np.argsort(key, kind="stable")
+            # keys of a default window fit 16 bits, which numpy's stable sort orders by radix (several times faster)
+            order = np.argsort(key.astype(np.uint16) if (len(bounds) - 1) * contexts <= 1 << 16 else key,
+                               kind="stable")
             key = key[order]
             run_starts = np.flatnonzero(np.diff(key, prepend=-1))
             run_ends = np.append(run_starts[1:], n)
