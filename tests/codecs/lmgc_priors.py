@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-def tiny_lm_prior(folder: Path, *, seed: int = 0, hidden: int = 32, vocab_merges: int = 64) -> Path:
+def tiny_lm_prior(folder: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, vocab_merges: int = 64,
+                  dtype: str = "float32") -> Path:
+    """Build the prior in ``folder`` unless it is there (weights saved in ``dtype``; a prior runs in float32)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -26,8 +28,8 @@ def tiny_lm_prior(folder: Path, *, seed: int = 0, hidden: int = 32, vocab_merges
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="<s>")
     fast.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                          bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    LlamaForCausalLM(config).to(getattr(torch, dtype)).save_pretrained(folder, safe_serialization=True)
     return folder
