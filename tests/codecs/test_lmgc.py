@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common import check_config, check_encode_decode, check_repr
-from lmgc_priors import tiny_lm_prior
+from lmgc_priors import SPECIALS, gradients, tiny_lm_prior, write_gradient_folder
 
 import modelcodecs
 from modelcodecs.abc import TensorSpec
@@ -24,18 +24,6 @@ from modelcodecs.errors import (ConfigError, CorruptArtifactError, ModelCodecErr
 from modelcodecs.gradients import GradientRecorder, gradient_set_info
 from modelcodecs.lmgc import priors
 from modelcodecs.lmgc.serialise import SEPARATORS, Serialisation
-
-SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 1e-45, 3.4e38, -1.0], dtype=np.float64)
-
-
-def gradients(n: int, dtype=np.float32, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    values = rng.standard_t(4, n) * 1e-3
-    values[rng.random(n) < 0.1] = 0.0
-    values[:min(n, len(SPECIALS))] = SPECIALS[:n]
-    with np.errstate(over="ignore"):
-        return values.astype(dtype)
-
 
 def roundtrip(codec, spec: TensorSpec, data: bytes, threads: int = 1) -> list:
     chunks = list(codec.encode_tensor(spec, memoryview(data), None, threads=threads))
@@ -188,18 +176,6 @@ def test_packed_buffers_survive_fuzzing_with_an_error_or_the_exact_bytes():
 
 
 # -- the artifact: another process, another thread count, another prior ---------------------------------------
-
-def write_gradient_folder(folder: Path, steps: int = 3, seed: int = 0, channels: int = 16) -> Path:
-    from safetensors.numpy import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for step in range(steps):
-        tensors = {"conv.weight": gradients(2 * 3 * 3 * channels, seed=seed + step).reshape(channels, 2, 3, 3),
-                   "fc.bias": gradients(10, seed=seed + 10 + step),
-                   "step_count": np.array([step], dtype=np.int64)}
-        save_file(tensors, str(folder / f"step_{step:08d}.safetensors"), metadata={"step": str(step)})
-    return folder
-
 
 DECODE_SCRIPT = """
 import hashlib, json, sys, modelcodecs
