@@ -307,3 +307,24 @@ def test_recorder_writes_real_gradients_every_n_steps_and_they_round_trip(tmp_pa
         assert (tmp_path / "back" / path.name).read_bytes() == path.read_bytes()
     with pytest.raises(ConfigError):
         GradientRecorder(model, tmp_path / "x", every=0)
+
+
+# -- the gradient bench ------------------------------------------------------------------------------------------
+
+def test_gradient_bench_reports_every_coder_exact_and_whole_set_runs_per_thread_count(tmp_path):
+    from modelcodecs.lmgc import bench
+
+    grads = write_gradient_folder(tmp_path / "grads", steps=2)
+    assert bench.main(["--gradients", str(grads), "--memory", "--threads", "1", "2", "--json",
+                       str(tmp_path / "report.json")]) == 0
+    entry = json.loads((tmp_path / "report.json").read_text())[str(grads)]
+    rows = entry["all"]
+    assert "lmgc (builtin prior)" in rows and "zstd-19" in rows and all(row["exact"] for row in rows.values())
+    floats = 2 * (2 * 3 * 3 * 16 + 10)
+    assert {row["floats"] for row in rows.values()} == {floats}
+    assert 0.9 < rows["lmgc (builtin prior)"]["ideal_vs_real"] <= 1.0  # flushes weigh on a few hundred floats
+    for count in (1, 2):
+        for step in ("compress", "decompress"):
+            run = entry["memory"][f"threads_{count}"][step]
+            assert run["peak_rss_bytes"] > 0 and run["cpu_seconds"] > 0 and len(run["load_average"]) == 2
+    assert not (tmp_path / "grads.bench-work" / "g.dvz").exists()
