@@ -243,8 +243,9 @@ class BuiltinPrior:
             run_ctx = key[run_starts] % contexts
             run_of = np.repeat(np.arange(len(run_starts)), run_ends - run_starts)  # run of each sorted symbol
             first_run = np.searchsorted(run_starts, bounds)  # runs of block k: first_run[k]..first_run[k + 1]
-            symbols = columns[j][order].astype(np.int32)  # sorted; the decoder's values are overwritten
-            counts = np.ones((contexts, 256), dtype=np.int64)
+            # the symbols in coding order: the encoder's, or where the decoder writes them
+            symbols = np.empty(n, np.int32) if coder.decoding else columns[j][order].astype(np.int32)
+            counts = np.ones((int(ctx.max()) + 1 if n else 0, 256), dtype=np.int64)  # the contexts that occur
             runs = list(zip(run_starts.tolist(), run_ends.tolist()))
             for k in range(len(bounds) - 1):
                 r0, r1, a, b = first_run[k], first_run[k + 1], bounds[k], bounds[k + 1]
@@ -255,7 +256,8 @@ class BuiltinPrior:
                                    ).reshape(r1 - r0, 256)
                 coder.count(freqs, seen)
                 counts[present] += COUNT_STEP * seen
-            columns[j][order] = symbols
+            if coder.decoding:
+                columns[j][order] = symbols
         return columns
 
 
