@@ -7,6 +7,7 @@ model hubs are switched off before transformers is imported.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError, ModelFormatError
@@ -19,6 +20,21 @@ def offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@contextmanager
+def no_hf_progress_bars():
+    """transformers' own progress bars ("Loading weights") off: they would break a CLI's one-line output and fill
+    worker logs; callers report progress their own way."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -68,8 +84,9 @@ def load_model(model_dir: str | os.PathLike, *, auto_class: str = "AutoModelForC
     device = resolve_device(device)
     loader = getattr(transformers, auto_class)
     try:
-        model, info = loader.from_pretrained(model_dir, dtype=dtype, low_cpu_mem_usage=True,
-                                             output_loading_info=True)
+        with no_hf_progress_bars():
+            model, info = loader.from_pretrained(model_dir, dtype=dtype, low_cpu_mem_usage=True,
+                                                 output_loading_info=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelFormatError(f"{model_dir}: cannot load it as {auto_class.removeprefix('AutoModelFor')} "
                                f"({exc})") from None

@@ -11,7 +11,8 @@ With ``--prior DIR`` (a local causal LM folder), LM-GC with that prior is measur
 and without renormalisation over legal tokens, beside the built-in prior and the classical coders on the same
 slice, with tokens per second both ways.
 
-``--memory`` compresses and decompresses the whole set in a fresh process and reports its peak RSS (VmHWM).
+``--memory`` compresses and decompresses the whole set in a fresh process and reports its peak RSS (VmHWM), wall
+and CPU seconds (all threads) and the load average around the call; ``--threads 1 2`` does so on each thread count.
 """
 
 from __future__ import annotations
@@ -157,32 +158,40 @@ def _lmgc(config: dict):
     return (lambda d, s: _codec_encode(codec, d, s), lambda p, s: _codec_decode(codec, p, s))
 
 
-MEMORY_SCRIPT = """
-import json, sys, modelcodecs, shutil
+WHOLE_SET_SCRIPT = """
+import json, os, resource, sys, modelcodecs, shutil
 from pathlib import Path
 from modelcodecs.memory import peak_rss
-folder, out = Path(sys.argv[1]), Path(sys.argv[2])
-step = sys.argv[3]
+folder, out, step, threads = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+load, before = os.getloadavg()[0], cpu()
 if step == "compress":
-    s = modelcodecs.compress_model(folder, out / "g.dvz", codec="lmgc", threads=1).as_dict()
+    s = modelcodecs.compress_model(folder, out / "g.dvz", codec="lmgc", threads=threads).as_dict()
 else:
-    s = modelcodecs.decompress_model(out / "g.dvz", out / "restored", threads=1).as_dict()
+    s = modelcodecs.decompress_model(out / "g.dvz", out / "restored", threads=threads).as_dict()
     shutil.rmtree(out / "restored")
-print(json.dumps({**s, "vmhwm": peak_rss()}))
+print(json.dumps({**s, "vmhwm": peak_rss(), "cpu_seconds": cpu() - before, "load": [load, os.getloadavg()[0]]}))
 """
 
 
-def memory(folder: Path, work: Path) -> dict:
-    """Compress and decompress ``folder`` with lmgc in fresh processes; their peak RSS and speeds."""
+def whole_set(folder: Path, work: Path, threads: list[int]) -> dict:
+    """Compress and decompress ``folder`` with lmgc (built-in prior) on each thread count, each step in a fresh
+    process: its peak RSS (VmHWM), wall and CPU seconds (all threads) of the call, and the load average."""
     work.mkdir(parents=True, exist_ok=True)
     result = {"set_bytes": sum(p.stat().st_size for p in folder.iterdir() if p.is_file())}
-    for step in ("compress", "decompress"):
-        proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(folder), str(work), step],
-                              capture_output=True, text=True, check=True)
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
-        result[step] = {"peak_rss_bytes": summary["vmhwm"], "mb_per_s": summary["mb_per_s"],
-                        "seconds": summary["seconds"], "ratio": summary.get("ratio")}
-    (work / "g.dvz").unlink()
+    for count in threads:
+        for step in ("compress", "decompress"):
+            proc = subprocess.run([sys.executable, "-c", WHOLE_SET_SCRIPT, str(folder), str(work), step, str(count)],
+                                  capture_output=True, text=True, check=True)
+            summary = json.loads(proc.stdout.strip().splitlines()[-1])
+            result.setdefault(f"threads_{count}", {})[step] = {
+                "peak_rss_bytes": summary["vmhwm"], "seconds": round(summary["seconds"], 2),
+                "cpu_seconds": round(summary["cpu_seconds"], 2), "mb_per_s": summary["mb_per_s"],
+                "mb_per_cpu_s": round(result["set_bytes"] / MB / summary["cpu_seconds"], 2),
+                "load_average": summary["load"], "ratio": summary.get("ratio")}
+        (work / "g.dvz").unlink()
     return result
 
 
@@ -207,8 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradients", action="append", required=True, metavar="DIR", help="gradient set folder")
     p.add_argument("--prior", action="append", default=[], metavar="DIR", help="a causal LM folder as prior")
     p.add_argument("--lm-floats", type=int, default=256, help="floats coded with each LM prior (a short slice)")
-    p.add_argument("--memory", action="store_true", help="peak RSS of whole-set compress/decompress")
-    p.add_argument("--memory-only", action="store_true", help="only the peak RSS measurement (large sets)")
+    p.add_argument("--memory", action="store_true", help="whole-set compress/decompress: peak RSS, wall and CPU "
+                   "seconds")
+    p.add_argument("--memory-only", action="store_true", help="only the whole-set measurement (large sets)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], metavar="N",
+                   help="thread counts of the whole-set measurement (default: 1)")
     p.add_argument("--lm-only", action="store_true", help="only the LM-prior slice (with --prior)")
     p.add_argument("--json", help="write the report as JSON to this file")
     return p
@@ -233,7 +245,7 @@ def main(argv: list[str]) -> int:
             print(format_rows(f"{folder.name}: first {args.lm_floats} floats, LM priors", entry["lm_slice"]),
                   flush=True)
         if args.memory or args.memory_only:
-            entry["memory"] = memory(folder, Path(f"{folder}.bench-work"))
+            entry["memory"] = whole_set(folder, Path(f"{folder}.bench-work"), args.threads)
             print(json.dumps(entry["memory"], indent=1), flush=True)
         report[str(folder)] = entry
     if args.json:

@@ -63,13 +63,10 @@ def quantise(probabilities: np.ndarray, legal: np.ndarray | None = None) -> np.n
     return freq
 
 
-def code_length_bits(freq: np.ndarray, symbols: np.ndarray) -> float:
-    """Ideal code length of ``symbols`` under integer frequencies (rows of ``freq`` or one shared row)."""
-    freq = np.asarray(freq)
-    if freq.ndim == 1:
-        return float(np.sum(np.log2(freq.sum() / freq[symbols])))
-    rows = freq[np.arange(len(symbols)), symbols]
-    return float(np.sum(np.log2(freq.sum(axis=1) / rows)))
+def code_length_bits(freq: np.ndarray, seen: np.ndarray) -> float:
+    """Ideal code length of symbols coded under rows of integer frequencies ``freq``, given how often each symbol
+    was coded with each row (``seen``, the same shape; every frequency is at least 1)."""
+    return float(np.sum(seen * (np.log2(freq.sum(axis=1))[:, None] - np.log2(freq))))
 
 
 def _model(freq: np.ndarray):
@@ -85,10 +82,15 @@ class Encoder:
         self._coder = constriction.stream.queue.RangeEncoder()
         self.ideal_bits = 0.0
 
-    def run(self, freq: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-        self._coder.encode(symbols.astype(np.int32, copy=False), _model(freq))
-        self.ideal_bits += code_length_bits(freq, symbols)
-        return symbols
+    def runs(self, freqs: np.ndarray, symbols: np.ndarray, bounds: list[tuple[int, int]]) -> None:
+        """Code ``symbols[s:e]`` (int32) with the frequencies ``freqs[k]`` for the k-th run ``(s, e)``."""
+        encode, categorical = self._coder.encode, constriction.stream.model.Categorical
+        for row, (s, e) in zip(freqs.astype(np.float64), bounds):
+            encode(symbols[s:e], categorical(row, perfect=False))
+
+    def count(self, freqs: np.ndarray, seen: np.ndarray) -> None:
+        """Add the ideal code length of the symbols just coded (``seen[k, s]``: how often ``s`` under row k)."""
+        self.ideal_bits += code_length_bits(freqs, seen)
 
     def one(self, freq: np.ndarray, symbol: int) -> int:
         self._coder.encode(int(symbol), _model(freq))
@@ -110,11 +112,17 @@ class Decoder:
         self._coder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
         self.what = what
 
-    def run(self, freq: np.ndarray, count: int) -> np.ndarray:
+    def runs(self, freqs: np.ndarray, symbols: np.ndarray, bounds: list[tuple[int, int]]) -> None:
+        """Decode into ``symbols[s:e]`` with the frequencies ``freqs[k]`` for the k-th run ``(s, e)``."""
+        decode, categorical = self._coder.decode, constriction.stream.model.Categorical
         try:
-            return np.asarray(self._coder.decode(_model(freq), int(count)), dtype=np.int64)
+            for row, (s, e) in zip(freqs.astype(np.float64), bounds):
+                symbols[s:e] = decode(categorical(row, perfect=False), e - s)
         except (AssertionError, ValueError, RuntimeError, OverflowError) as exc:
             raise self._corrupt(exc) from None
+
+    def count(self, freqs: np.ndarray, seen: np.ndarray) -> None:
+        """Nothing to account for while decoding."""
 
     def one(self, freq: np.ndarray, _symbol=None) -> int:
         try:
@@ -131,17 +139,20 @@ class Decoder:
 # -- the built-in adaptive context model -------------------------------------------------------------------------
 
 FIRST_BLOCK, LAST_BLOCK = 256, 8192
-COUNT_STEP = 8  # each seen symbol adds this to its count; counts start at 1 (a light prior)
-COUNT_LIMIT = 1 << 62  # a context's counts are halved when their total passes this
+# each seen symbol adds this to its count; counts start at 1 (a light prior). A window holds at most 2^22
+# elements, so a context's total stays below 2^26: far from int64's limit and from the coder's 2^24 scale, which
+# quantise() maps every row onto.
+COUNT_STEP = 8
 RAW_THRESHOLD = 7.96  # bits per byte: a column that cannot beat this by modelling is stored raw
 
 
-def _blocks(n: int) -> list[tuple[int, int]]:
-    bounds, start, size = [], 0, FIRST_BLOCK
-    while start < n:
-        bounds.append((start, min(n, start + size)))
+def _blocks(n: int) -> np.ndarray:
+    """Start of each block (blocks double from FIRST_BLOCK to LAST_BLOCK elements), and ``n`` at the end."""
+    bounds, start, size = [0], 0, FIRST_BLOCK
+    while start + size < n:
         start, size = start + size, min(2 * size, LAST_BLOCK)
-    return bounds
+        bounds.append(start)
+    return np.array(bounds + [n] if n else [0], dtype=np.int64)
 
 
 # contexts of column 0 (the sign and high exponent bits: none), column 1 (the byte above: 256) and lower columns
@@ -195,10 +206,12 @@ class BuiltinPrior:
         raw, n = [], columns.shape[1]
         for j in range(columns.shape[0]):
             ctx = _context(columns, j, first)
-            joint = np.bincount(ctx * 256 + columns[j], minlength=65536).reshape(256, 256)
-            per_ctx = joint.sum(axis=1)
-            nz = joint > 0
-            h = -np.sum(joint[nz] * np.log2((joint / np.maximum(per_ctx[:, None], 1))[nz])) / max(n, 1)
+            # H(byte | context) = (sum_c N_c log2 N_c - sum_{c,b} N_cb log2 N_cb) / n, over the counts seen
+            joint = np.bincount(ctx * 256 + columns[j])
+            joint = joint[joint > 0].astype(np.float64)
+            per_ctx = np.bincount(ctx).astype(np.float64)
+            per_ctx = per_ctx[per_ctx > 0]
+            h = (np.sum(per_ctx * np.log2(per_ctx)) - np.sum(joint * np.log2(joint))) / max(n, 1)
             if h >= RAW_THRESHOLD:
                 raw.append(j)
         return raw
@@ -206,34 +219,45 @@ class BuiltinPrior:
     @staticmethod
     def code_window(coder, columns: np.ndarray, raw: list[int], first: np.ndarray | None = None) -> np.ndarray:
         """Code (or decode into) ``columns`` (item x n uint8, most significant byte first), skipping ``raw``
-        columns; ``first`` is column 0's context per element. The one loop the encoder and the decoder share."""
+        columns; ``first`` is column 0's context per element. The one loop the encoder and the decoder share.
+
+        Within each block, the symbols of a context are coded as one run, contexts in increasing order and
+        symbols in element order; a block is coded with the counts of the blocks before it. Every context of a
+        column is known before the column is coded (it comes from the columns above), so the runs of all blocks
+        are found at once: a stable sort of the elements by (block, context)."""
         item, n = columns.shape
-        blocks = _blocks(n)
+        bounds = _blocks(n)
+        block_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
         for j in range(item):
             if j in raw:
                 continue
             contexts = _CONTEXTS[min(j, 2)]
-            counts = np.ones((contexts, 256), dtype=np.int64)
-            column = columns[j]
-            ctx_column = _context(columns, j, first)
-            for a, b in blocks:
-                ctx = ctx_column[a:b]
-                order = np.argsort(ctx, kind="stable")
-                present, starts = np.unique(ctx[order], return_index=True)
+            ctx = _context(columns, j, first)
+            key = block_of * contexts + ctx
+            # keys of a default window fit 16 bits, which numpy's stable sort orders by radix (several times faster)
+            order = np.argsort(key.astype(np.uint16) if (len(bounds) - 1) * contexts <= 1 << 16 else key,
+                               kind="stable")
+            key = key[order]
+            run_starts = np.flatnonzero(np.diff(key, prepend=-1))
+            run_ends = np.append(run_starts[1:], n)
+            run_ctx = key[run_starts] % contexts
+            run_of = np.repeat(np.arange(len(run_starts)), run_ends - run_starts)  # run of each sorted symbol
+            first_run = np.searchsorted(run_starts, bounds)  # runs of block k: first_run[k]..first_run[k + 1]
+            # the symbols in coding order: the encoder's, or where the decoder writes them
+            symbols = np.empty(n, np.int32) if coder.decoding else columns[j][order].astype(np.int32)
+            counts = np.ones((int(ctx.max()) + 1 if n else 0, 256), dtype=np.int64)  # the contexts that occur
+            runs = list(zip(run_starts.tolist(), run_ends.tolist()))
+            for k in range(len(bounds) - 1):
+                r0, r1, a, b = first_run[k], first_run[k + 1], bounds[k], bounds[k + 1]
+                present = run_ctx[r0:r1]
                 freqs = quantise(counts[present])
-                ends = np.append(starts[1:], b - a)
-                block = column[a:b]
-                for row, (c, s, e) in enumerate(zip(present, starts, ends)):
-                    where = order[s:e] + a
-                    if coder.decoding:
-                        column[where] = coder.run(freqs[row], e - s)
-                    else:
-                        coder.run(freqs[row], column[where])
-                counts += (COUNT_STEP * np.bincount(ctx * 256 + block, minlength=contexts * 256)
-                           ).reshape(contexts, 256)
-                full = counts.sum(axis=1) > COUNT_LIMIT  # forget slowly: statistics drift along a tensor
-                if full.any():
-                    counts[full] = (counts[full] + 1) >> 1
+                coder.runs(freqs, symbols, runs[r0:r1])
+                seen = np.bincount((run_of[a:b] - r0) * 256 + symbols[a:b], minlength=(r1 - r0) * 256
+                                   ).reshape(r1 - r0, 256)
+                coder.count(freqs, seen)
+                counts[present] += COUNT_STEP * seen
+            if coder.decoding:
+                columns[j][order] = symbols
         return columns
 
 

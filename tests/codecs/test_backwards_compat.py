@@ -239,3 +239,51 @@ def test_lossy_encodings_of_earlier_versions_decode_to_the_same_values(config):
         codec.decode_tensor(stored_spec, chunks, memoryview(stored_base) if codec.needs_base else None,
                             memoryview(out))
         assert bytes(out) == _write_once(folder / f"decoded.{i:02d}.bin", bytes(out))
+
+
+# LM-GC with a Hugging Face causal LM prior: a tiny prior committed beside the payloads it coded
+# (build_lmgc_prior_fixture.py built it once). The codec's config names the prior's folder, which moves with the
+# checkout, so this fixture's folder has a fixed name and config.json records the options without the path.
+LM_PRIOR_OPTIONS = {"id": "lmgc", "window_tokens": 48, "separator": "space", "bytes_per_group": 2}
+
+
+def _lm_prior_inputs() -> list[tuple[TensorSpec, bytes]]:
+    """Gradient-like floats with the special values, small enough for the tiny LM's few hundred tokens a second."""
+    rng = np.random.default_rng(20261202)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40])
+    cases = []
+    for dtype, n in [("F32", 24), ("BF16", 20)]:
+        values = rng.standard_t(4, n) * 1e-3
+        values[:len(specials)] = specials
+        cases.append((TensorSpec(f"g{len(cases)}", dtype, (n,)), _bits(values, dtype)))
+    return cases
+
+
+def test_lm_prior_encodings_of_earlier_versions_decode_and_another_prior_is_refused_by_name(tmp_path):
+    pytest.importorskip("transformers")
+    from build_lmgc_prior_fixture import build
+    from lmgc_priors import tiny_lm_prior
+
+    from modelcodecs.errors import WrongPriorError
+
+    prior = build()  # returns the committed folder; builds it only where it is missing
+    folder = prior.parent
+    assert json.loads(_write_once(folder / "config.json", json.dumps(LM_PRIOR_OPTIONS, sort_keys=True).encode())) \
+        == LM_PRIOR_OPTIONS
+    codec = modelcodecs.get_codec({**LM_PRIOR_OPTIONS, "prior": str(prior)})
+    stored = []
+    for i, (spec, data) in enumerate(_lm_prior_inputs()):
+        stored_input = _write_once(folder / f"array.{i:02d}.bin", data)
+        encoded = _write_once(folder / f"encoded.{i:02d}.dat", codec.encode(data, dtype=spec.dtype))
+        assert codec.decode(encoded) == stored_input
+        stored.append(encoded)
+    _, chunks = unpack_chunks(stored[0])
+    assert len(chunks) > 1 and {c.meta["prior"] for c in chunks} == {codec.load_prior().fingerprint}
+    assert codec.load_prior().fingerprint.startswith("hf:tiny-llama:")
+    # another prior (the same recipe, another seed) and the built-in one are refused, naming the recorded prior
+    other = modelcodecs.get_codec({**LM_PRIOR_OPTIONS, "prior": str(tiny_lm_prior(
+        tmp_path / "tiny-llama", seed=1, hidden=16, layers=1, vocab_merges=16, dtype="float16"))})
+    for wrong in (other, modelcodecs.get_codec({key: value for key, value in LM_PRIOR_OPTIONS.items()
+                                                if key != "window_tokens"})):
+        with pytest.raises(WrongPriorError, match=r"coded with prior 'hf:tiny-llama:[0-9a-f]{16}'"):
+            wrong.decode(stored[0])

@@ -163,3 +163,34 @@ def test_ctrl_c_leaves_nothing_partial(tmp_path, pair, capsys, monkeypatch):
     code, _, err = run(capsys, "compress", "--codec", "zstd", ft_dir, "-o", tmp_path / "a.dvz", "--threads", "1")
     assert code == 130 and err.startswith("error: interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "ft"]
+
+
+def test_lmgc_with_an_lm_prior_folder_compresses_decompresses_and_refuses_another_prior(tmp_path, capsys):
+    """`compress --codec lmgc --prior DIR` on a gradient set; `decompress --prior` with that folder restores every
+    file; with another causal LM folder it stops with a one-line error naming the recorded prior."""
+    pytest.importorskip("transformers")
+    from build_lmgc_prior_fixture import build
+    from lmgc_priors import tiny_lm_prior, write_gradient_folder
+
+    prior = build()  # the committed 48 KB prior of the backwards-compatibility fixture
+    other = tiny_lm_prior(tmp_path / "other-llama", seed=1, hidden=16, layers=1, vocab_merges=16)
+    grads = write_gradient_folder(tmp_path / "grads", steps=2, channels=1)
+    art = tmp_path / "g.dvz"
+    code, out, err = run(capsys, "compress", "--codec", "lmgc", "--prior", prior, grads, "-o", art,
+                         "--option", "window_tokens=64", "--threads", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["codec"] == "lmgc" and summary["codec_config"]["prior"] == str(prior)
+    coded = {t["name"]: t["coders"] for t in json.loads(run(capsys, "inspect", art, "--json")[1])["tensor_list"]}
+    assert coded["conv.weight"] == ["lmgc"] and coded["step_count"] == ["fallback"]
+
+    code, out, err = run(capsys, "decompress", art, "--prior", prior, "-o", tmp_path / "out", "-q")
+    assert code == 0 and "verified" in out, err
+    assert_same_tree(grads, tmp_path / "out")
+
+    code, out, err = run(capsys, "decompress", art, "--prior", other, "-o", tmp_path / "wrong", "-q")
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1
+    assert "coded with prior 'hf:tiny-llama:" in err and "hf:other-llama:" in err
+    assert not (tmp_path / "wrong").exists()
+    code, out, err = run(capsys, "compress", "--codec", "zstd", "--prior", prior, grads, "-o", tmp_path / "z.dvz")
+    assert code == 2 and "takes no prior" in err

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common import check_config, check_encode_decode, check_repr
-from lmgc_priors import tiny_lm_prior
+from lmgc_priors import SPECIALS, gradients, tiny_lm_prior, write_gradient_folder
 
 import modelcodecs
 from modelcodecs.abc import TensorSpec
@@ -24,18 +24,6 @@ from modelcodecs.errors import (ConfigError, CorruptArtifactError, ModelCodecErr
 from modelcodecs.gradients import GradientRecorder, gradient_set_info
 from modelcodecs.lmgc import priors
 from modelcodecs.lmgc.serialise import SEPARATORS, Serialisation
-
-SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 1e-45, 3.4e38, -1.0], dtype=np.float64)
-
-
-def gradients(n: int, dtype=np.float32, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    values = rng.standard_t(4, n) * 1e-3
-    values[rng.random(n) < 0.1] = 0.0
-    values[:min(n, len(SPECIALS))] = SPECIALS[:n]
-    with np.errstate(over="ignore"):
-        return values.astype(dtype)
-
 
 def roundtrip(codec, spec: TensorSpec, data: bytes, threads: int = 1) -> list:
     chunks = list(codec.encode_tensor(spec, memoryview(data), None, threads=threads))
@@ -189,18 +177,6 @@ def test_packed_buffers_survive_fuzzing_with_an_error_or_the_exact_bytes():
 
 # -- the artifact: another process, another thread count, another prior ---------------------------------------
 
-def write_gradient_folder(folder: Path, steps: int = 3, seed: int = 0, channels: int = 16) -> Path:
-    from safetensors.numpy import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for step in range(steps):
-        tensors = {"conv.weight": gradients(2 * 3 * 3 * channels, seed=seed + step).reshape(channels, 2, 3, 3),
-                   "fc.bias": gradients(10, seed=seed + 10 + step),
-                   "step_count": np.array([step], dtype=np.int64)}
-        save_file(tensors, str(folder / f"step_{step:08d}.safetensors"), metadata={"step": str(step)})
-    return folder
-
-
 DECODE_SCRIPT = """
 import hashlib, json, sys, modelcodecs
 from pathlib import Path
@@ -331,3 +307,24 @@ def test_recorder_writes_real_gradients_every_n_steps_and_they_round_trip(tmp_pa
         assert (tmp_path / "back" / path.name).read_bytes() == path.read_bytes()
     with pytest.raises(ConfigError):
         GradientRecorder(model, tmp_path / "x", every=0)
+
+
+# -- the gradient bench ------------------------------------------------------------------------------------------
+
+def test_gradient_bench_reports_every_coder_exact_and_whole_set_runs_per_thread_count(tmp_path):
+    from modelcodecs.lmgc import bench
+
+    grads = write_gradient_folder(tmp_path / "grads", steps=2)
+    assert bench.main(["--gradients", str(grads), "--memory", "--threads", "1", "2", "--json",
+                       str(tmp_path / "report.json")]) == 0
+    entry = json.loads((tmp_path / "report.json").read_text())[str(grads)]
+    rows = entry["all"]
+    assert "lmgc (builtin prior)" in rows and "zstd-19" in rows and all(row["exact"] for row in rows.values())
+    floats = 2 * (2 * 3 * 3 * 16 + 10)
+    assert {row["floats"] for row in rows.values()} == {floats}
+    assert 0.9 < rows["lmgc (builtin prior)"]["ideal_vs_real"] <= 1.0  # flushes weigh on a few hundred floats
+    for count in (1, 2):
+        for step in ("compress", "decompress"):
+            run = entry["memory"][f"threads_{count}"][step]
+            assert run["peak_rss_bytes"] > 0 and run["cpu_seconds"] > 0 and len(run["load_average"]) == 2
+    assert not (tmp_path / "grads.bench-work" / "g.dvz").exists()
