@@ -10,7 +10,9 @@ maps to −1, the paper's convention. ``k`` is 1 (matrix) or the size of the out
 Decoding writes ``W_base + α·S`` computed in fp32 (fp64 for F64 tensors) and rounded once to the fine-tune's dtype
 (round to nearest even). The distillation's student computes exactly the same fp32 weight, so an fp32 student
 scores what the restored model scores. Other tensors' chunks are FM-Delta's (``fmdelta``, ``exponent``,
-``planes``, ``raw``), decoded by :class:`~modelcodecs.fmdelta.FMDeltaCodec`.
+``planes``, ``raw``), decoded by :class:`~modelcodecs.fmdelta.FMDeltaCodec`. With ``train_rest`` the distillation
+also trains those tensors: they are stored as trained (FM-Delta against the base, still bit-exact to the student),
+behind an empty ``trained`` chunk that marks them as differing from the fine-tune.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..errors import ConfigError, CorruptArtifactError, ModelFormatError, WrongB
 from ..fmdelta import FMDeltaCodec, _as_bytes_view
 
 SIGNS = "signs"
+TRAINED = "trained"  # an empty first chunk: the tensor's values are the distillation's, not the fine-tune's
 BINARISABLE_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 
 
@@ -116,6 +119,8 @@ class BitDeltaCodec(Codec):
         Param("include", str, "", "comma-separated fnmatch patterns of weight names to binarise (empty = all "
               "linear weights inside the blocks)"),
         Param("exclude", str, "", "comma-separated fnmatch patterns of weight names to keep lossless"),
+        Param("train_rest", bool, False, "also train the tensors that are not binarised (embeddings, lm_head, "
+              "norms, biases), as the reference does; they then differ from the fine-tune and are stored as trained"),
         Param("device", str, "auto", "where distillation runs: auto = CUDA when torch sees one",
               choices=DEVICE_CHOICES),
         Param("seed", int, 0, "seed of the calibration batch order and of torch", minimum=0, maximum=2**31 - 1),
@@ -126,6 +131,7 @@ class BitDeltaCodec(Codec):
         self._lossless = FMDeltaCodec()
         # tensor name -> (output axis, distilled scales or None for BitDelta-Initial); set by prepare()
         self._plan: dict[str, tuple[int, np.ndarray | None]] | None = None
+        self._trained: dict[str, np.ndarray] = {}  # with train_rest: other tensors' trained values, fp32
         self.report: dict = {}
 
     def calibration_tokens(self) -> int:
@@ -144,11 +150,12 @@ class BitDeltaCodec(Codec):
         started = time.perf_counter()
         weights = plan_weights(finetuned_dir, base_dir, include=self.include, exclude=self.exclude)
         scales: dict[str, np.ndarray] = {}
+        self._trained = {}
         report = {"binarised_tensors": len(weights), "steps": self.steps}
         if self.steps > 0:
             if calibration_text is None:
                 raise ConfigError(f"bitdelta with steps={self.steps} needs calibration text (a dataset)")
-            scales, distilled = distill_scales(self, finetuned_dir=finetuned_dir, base_dir=base_dir,
+            scales, self._trained, distilled = distill_scales(self, finetuned_dir=finetuned_dir, base_dir=base_dir,
                                                weights=weights, text_path=calibration_text, progress=progress,
                                                cancel=cancel, on_step=on_step)
             report.update(distilled)
@@ -164,6 +171,11 @@ class BitDeltaCodec(Codec):
         if planned is None or base is None or spec.dtype not in BINARISABLE_DTYPES or len(spec.shape) != 2:
             if self._plan is None and base is not None:
                 raise ConfigError("bitdelta: prepare() must run before tensors are encoded")
+            trained = self._trained.get(spec.name)
+            if trained is not None and spec.dtype in BINARISABLE_DTYPES and trained.size == spec.numel:
+                data = bytearray(spec.nbytes)
+                write_float(trained, spec.dtype, memoryview(data))
+                yield EncodedChunk(TRAINED, b"")
             yield from self._lossless.encode_tensor(spec, data, base, threads=threads, cancel=cancel)
             return
         check_cancel(cancel)
@@ -182,6 +194,8 @@ class BitDeltaCodec(Codec):
     def decode_tensor(self, spec: TensorSpec, chunks: Sequence[EncodedChunk], base: memoryview | None,
                       out: memoryview, *, threads: int = 1, cancel: CancelCheck | None = None) -> None:
         if not any(getattr(chunk, "coder", None) == SIGNS for chunk in chunks):
+            if chunks and getattr(chunks[0], "coder", None) == TRAINED:
+                chunks = chunks[1:]
             self._lossless.decode_tensor(spec, chunks, base, out, threads=threads, cancel=cancel)
             return
         check_cancel(cancel)
@@ -201,7 +215,7 @@ class BitDeltaCodec(Codec):
         write_float(restored, spec.dtype, out)
 
     def exact_tensor(self, coders: Sequence[str]) -> bool:
-        return SIGNS not in coders
+        return SIGNS not in coders and TRAINED not in coders
 
     @staticmethod
     def _check_signs(spec: TensorSpec, chunks: Sequence[EncodedChunk]) -> tuple[EncodedChunk, int, int]:

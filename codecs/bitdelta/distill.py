@@ -6,6 +6,10 @@ binarised is shared, which is exact: those tensors are restored byte for byte. T
 differentiable function of α, so autograd gives exact gradients (dL/dα = Σ dL/dW ⊙ S), unlike the reference's
 1-bit matmul; only the scales train. Memory: the fine-tune in fp32, the binarised weights' base in fp32 and their
 signs as int8 (about 2.25x the fine-tune's fp32 size), plus activations.
+
+``train_rest`` also trains every float parameter that is not binarised (embeddings, lm_head, norms, biases), as the
+reference does by accident: the student then has its own values of them (the teacher pass swaps the fine-tune's
+values back in with ``torch.func.functional_call``), and they must be stored instead of the fine-tune's.
 """
 
 from __future__ import annotations
@@ -117,8 +121,10 @@ def _free_large_blocks() -> None:
 
 def distill_scales(codec, *, finetuned_dir, base_dir, weights: list[LinearWeight], text_path,
                    progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
-                   on_step: Callable[[dict], None] | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """Train one scale per binarised matrix (or row) for ``codec.steps`` steps; returns (scales by tensor name,
+                   on_step: Callable[[dict], None] | None = None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """Train one scale per binarised matrix (or row) for ``codec.steps`` steps (with ``codec.train_rest``, every
+    other float parameter too); returns (scales by tensor name, trained other tensors by checkpoint name in fp32,
     report). ``on_step({"step", "steps", "loss", "lr"})`` is called after every step; ``cancel`` is polled before
     every step."""
     import torch
@@ -138,6 +144,13 @@ def distill_scales(codec, *, finetuned_dir, base_dir, weights: list[LinearWeight
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     modules = dict(model.named_modules())
+    binarised = {f"{weight.module}.weight" for weight in weights}
+    rest = {name: parameter for name, parameter in model.named_parameters()
+            if codec.train_rest and name not in binarised and parameter.is_floating_point()}
+    # checkpoint names of the trained tensors: tied weights (lm_head = embed_tokens) appear under each name
+    rest_names = {key: name for key, value in model.state_dict(keep_vars=True).items()
+                  for name, parameter in rest.items() if value is parameter}
+    teacher_rest = {name: parameter.detach().clone() for name, parameter in rest.items()}
     switch = _Switch()
     scales = []
     with ModelFolder(finetuned_dir) as tuned, ModelFolder(base_dir) as base:
@@ -153,17 +166,20 @@ def distill_scales(codec, *, finetuned_dir, base_dir, weights: list[LinearWeight
             parametrize.register_parametrization(modules[weight.module], "weight", student, unsafe=True)
             scales.append(student.alpha)
             del tuned_values, base_values, delta
-    optimizer = torch.optim.AdamW(scales, lr=codec.lr, weight_decay=0.0)
+    for parameter in rest.values():
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW([*scales, *rest.values()], lr=codec.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=codec.steps)
-    losses, step_seconds = [], []
+    losses, step_seconds, step_cpu_seconds = [], [], []
     setup_seconds = time.perf_counter() - started
     for step in range(codec.steps):
         check_cancel(cancel)
-        tick = time.perf_counter()
+        tick, cpu_tick = time.perf_counter(), time.process_time()
         input_ids = batches[step].to(device)
         with torch.no_grad():
             switch.teacher = True
-            target = model(input_ids=input_ids).logits.float()
+            target = torch.func.functional_call(model, teacher_rest, args=(),
+                                                kwargs={"input_ids": input_ids}).logits.float()
         switch.teacher = False
         logits = model(input_ids=input_ids).logits.float()
         loss = distillation_loss(logits, target, codec.loss)
@@ -177,6 +193,7 @@ def distill_scales(codec, *, finetuned_dir, base_dir, weights: list[LinearWeight
         schedule.step()
         losses.append(value)
         step_seconds.append(time.perf_counter() - tick)
+        step_cpu_seconds.append(time.process_time() - cpu_tick)
         if on_step is not None:
             on_step({"step": step + 1, "steps": codec.steps, "loss": value, "lr": lr})
         if progress is not None:
@@ -184,14 +201,18 @@ def distill_scales(codec, *, finetuned_dir, base_dir, weights: list[LinearWeight
     result = {}
     for weight, alpha in zip(weights, scales):
         result[weight.tensor] = alpha.detach().float().cpu().numpy().reshape(-1).astype(np.float32)
+    trained_rest = {key: rest[name].detach().float().cpu().numpy() for key, name in rest_names.items()}
     report = {
         "device": device, "loss": codec.loss, "initial_loss": losses[0], "final_loss": losses[-1],
         "min_loss": min(losses), "calibration_tokens": codec.calibration_tokens(),
-        "seconds_per_step": round(float(np.median(step_seconds)), 4), "setup_seconds": round(setup_seconds, 3),
+        "seconds_per_step": round(float(np.median(step_seconds)), 4),
+        "cpu_seconds_per_step": round(float(np.median(step_cpu_seconds)), 4), "setup_seconds": round(setup_seconds, 3),
         "distill_seconds": round(sum(step_seconds), 3),
+        "trained_rest_tensors": len(trained_rest),
+        "trained_rest_weights": sum(parameter.numel() for parameter in rest.values()),
     }
-    del model, optimizer, scales
-    return result, report
+    del model, optimizer, scales, rest, teacher_rest
+    return result, trained_rest, report
 
 
 def distillation_loss(student_logits, teacher_logits, kind: str):

@@ -282,3 +282,50 @@ def test_cli_distils_with_calibration_text_and_verify_prints_per_tensor_errors(t
     assert main(["verify", str(out), str(tiny.finetuned), "--base", str(tiny.base), "-q"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("OK: lossy artifact") and "relative delta error" in printed
+
+
+def test_train_rest_stores_the_trained_tensors_bit_exact_and_the_rest_of_scales_only_stays_the_fine_tunes(
+        tiny, calibration, tmp_path):
+    config = {**DISTILL, "steps": 4, "train_rest": True}
+    artifact = tmp_path / "rest.dvz"
+    summary = modelcodecs.compress_model(tiny.finetuned, artifact, codec=config, base_dir=tiny.base, threads=1,
+                                         calibration_text=calibration)
+    modelcodecs.decompress_model(artifact, tmp_path / "rest", base_dir=tiny.base, threads=1)
+    # the same seeded distillation again, to read the values the student trained
+    codec = modelcodecs.get_codec(config)
+    codec.prepare(finetuned_dir=str(tiny.finetuned), base_dir=str(tiny.base), calibration_text=str(calibration))
+    tuned, restored = _tensors(tiny.finetuned), _tensors(tmp_path / "rest")
+    binarised = {name for name in tuned if name.endswith("proj.weight")}
+    trained = set(codec._trained)
+    assert summary.prepared["trained_rest_tensors"] == len(trained) > 0
+    assert trained == {name for name, (spec, _) in tuned.items() if name not in binarised and spec.dtype == "F32"}
+    for name in trained:
+        spec = tuned[name][0]
+        expected = bytearray(spec.nbytes)
+        write_float(codec._trained[name], spec.dtype, memoryview(expected))
+        assert restored[name][1] == bytes(expected), name
+    assert any(restored[name][1] != tuned[name][1] for name in trained)
+    inspected = modelcodecs.inspect_artifact(artifact)["tensor_list"]
+    assert all("trained" in t["coders"] for t in inspected if t["name"] in trained)
+    verified = modelcodecs.verify_artifact(artifact, base_dir=tiny.base, reference_dir=tiny.finetuned, threads=1)
+    assert verified.ok and {t["name"] for t in verified.tensors} >= trained
+
+    scales_only = tmp_path / "scales.dvz"
+    modelcodecs.compress_model(tiny.finetuned, scales_only, codec={**config, "train_rest": False},
+                               base_dir=tiny.base, threads=1, calibration_text=calibration)
+    modelcodecs.decompress_model(scales_only, tmp_path / "scales", base_dir=tiny.base, threads=1)
+    kept = _tensors(tmp_path / "scales")
+    assert all(kept[name][1] == tuned[name][1] for name in tuned if name not in binarised)
+
+
+def test_finetune_record_is_reused_for_the_same_settings_and_other_settings_are_refused(tiny, tmp_path):
+    from modelcodecs.finetune import finetune_causal_lm
+
+    settings = dict(steps=2, batch_size=2, seq_len=16, lr=1e-4)
+    made = finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "ft", **settings)
+    assert not made["reused"] and made["settings"]["steps"] == 2
+    assert (tmp_path / "ft.json").is_file() and not (tmp_path / "ft" / "ft.json").exists()
+    again = finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "ft", **settings)
+    assert again == {**made, "reused": True}
+    with pytest.raises(modelcodecs.ConfigError, match="other settings"):
+        finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "ft", **{**settings, "lr": 3e-5})
