@@ -6,16 +6,15 @@ perplexity evaluations of base, fine-tune and both artifacts, so the pair page s
   (``modelcodecs.packaged.smollm2_folder``);
 * fine-tune: that model fine-tuned here on the training half of the Python documentation's topics shipped with
   CPython (``modelcodecs.packaged.python_docs_corpus``) by ``modelcodecs.finetune.pydocs_pair`` (defaults
-  ``PYDOCS_FINETUNE``: 30 AdamW steps x 4 x 128 tokens, lr 5e-5; it scores better than the base on the held-out
-  topics);
+  ``PYDOCS_FINETUNE``: 12 AdamW steps x 4 x 128 tokens, lr 1e-4);
 * held-out text: the other topics of the same corpus.
 
 Everything is written once under the team's first folder (``<model root>/demo/bitdelta-demo/``) and reused. On the 2 shared CPU cores
-of the development machine a step of 4 x 128 tokens takes about 45 s (fine-tune) and a minute (distillation), so
-the fine-tune takes about 25 minutes and a distillation at the codec's defaults (200 steps) hours; the jobs run in
+of the development machine a step of 4 x 128 tokens took 45-100 s (fine-tune) and about as long (distillation),
+so the fine-tune takes 10-20 minutes and a distillation at the codec's defaults (200 steps) hours; the jobs run in
 this process unless --queue is given (then a worker runs them and the job pages show the loss live).
 
-    python manage.py deltavault_bitdelta_demo [--username demo] [--finetune-steps 30] [--distill-steps 200]
+    python manage.py deltavault_bitdelta_demo [--username demo] [--finetune-steps 12] [--distill-steps 200]
                                               [--eval-tokens 8192] [--no-job | --queue cpu]
 """
 
