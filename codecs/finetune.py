@@ -38,7 +38,7 @@ def finetune_causal_lm(base_dir: str | os.PathLike, text_path: str | os.PathLike
         if record.get("settings") != settings:
             raise ConfigError(f"{out_dir} holds a fine-tune made with other settings ({record.get('settings')}, "
                               f"asked for {settings}): remove it or choose another folder")
-        return {**record, "reused": True}
+        return {**record, "reused": True, "out_dir": str(out_dir)}
     for name, value in (("steps", steps), ("batch_size", batch_size), ("seq_len", seq_len)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive int, got {value!r}")

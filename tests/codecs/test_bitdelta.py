@@ -327,5 +327,10 @@ def test_finetune_record_is_reused_for_the_same_settings_and_other_settings_are_
     assert (tmp_path / "ft.json").is_file() and not (tmp_path / "ft" / "ft.json").exists()
     again = finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "ft", **settings)
     assert again == {**made, "reused": True}
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "ft").rename(tmp_path / "moved" / "ft")
+    (tmp_path / "ft.json").rename(tmp_path / "moved" / "ft.json")
+    moved = finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "moved" / "ft", **settings)
+    assert moved == {**made, "reused": True, "out_dir": str(tmp_path / "moved" / "ft")}
     with pytest.raises(modelcodecs.ConfigError, match="other settings"):
         finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "ft", **{**settings, "lr": 3e-5})
