@@ -23,7 +23,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from modelcodecs import packaged
+from modelcodecs import ModelCodecError, packaged
 from modelcodecs.bitdelta import BitDeltaCodec
 from modelcodecs.finetune import PYDOCS_FINETUNE, pydocs_pair
 from webapp.core.paths import team_roots
@@ -71,8 +71,11 @@ class Command(BaseCommand):
         root = team_roots(team)[0] / "bitdelta-demo"  # a team registers models from its own folders only
         root.mkdir(parents=True, exist_ok=True)
         self.stdout.write(f"base: {packaged.SMOLLM2_SOURCE}; text: {packaged.PYTHON_DOCS_SOURCE}")
-        pair_paths = pydocs_pair(root, steps=finetune_steps, lr=finetune_lr,
-                                 progress=lambda d, t, s: d % 10 == 0 and self.stdout.write(f"{s} {d}/{t}"))
+        try:
+            pair_paths = pydocs_pair(root, steps=finetune_steps, lr=finetune_lr,
+                                     progress=lambda d, t, s: d % 10 == 0 and self.stdout.write(f"{s} {d}/{t}"))
+        except ModelCodecError as exc:  # e.g. a fine-tune made earlier with other settings
+            raise CommandError(str(exc)) from exc
         train, heldout = pair_paths["train"], pair_paths["heldout"]
         self.stdout.write(f"fine-tune: {pair_paths['finetune']}")
 
