@@ -333,4 +333,29 @@ def test_finetune_record_is_reused_for_the_same_settings_and_other_settings_are_
     moved = finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "moved" / "ft", **settings)
     assert moved == {**made, "reused": True, "out_dir": str(tmp_path / "moved" / "ft")}
     with pytest.raises(modelcodecs.ConfigError, match="other settings"):
-        finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "ft", **{**settings, "lr": 3e-5})
+        finetune_causal_lm(tiny.base, tiny.dataset, tmp_path / "moved" / "ft", **{**settings, "lr": 3e-5})
+
+
+def test_bench_reports_every_variant_from_its_artifact(tiny, calibration, tmp_path, capsys):
+    from modelcodecs.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--bitdelta", str(tiny.base), str(tiny.finetuned), str(calibration), str(tiny.dataset),
+                 "--workdir", str(tmp_path / "work"), "--bd-steps", "2", "--bd-batch", "1", "--bd-seq-len", "16",
+                 "--bd-eval-tokens", "128", "--bd-speed-steps", "1", "--bd-row", "--bd-train-rest",
+                 "--bd-parallel", "2", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    variants = ["initial", "distilled", "initial-row", "distilled-row", "distilled-train-rest"]
+    assert list(report["runs"]) == variants
+    for label in variants:
+        sizes = report["runs"][label]["sizes"]
+        artifact = tmp_path / "work" / "artifacts" / f"{label}.dvz"
+        assert sizes["artifact_bytes"] == artifact.stat().st_size
+        assert report["quality"][label]["tokens"] == report["quality"]["finetuned"]["tokens"]
+    assert report["gap_ratios"]["initial"] == 1.0
+    assert report["train_rest_extra_bytes"] == (report["runs"]["distilled-train-rest"]["sizes"]["artifact_bytes"]
+                                                - report["runs"]["distilled"]["sizes"]["artifact_bytes"])
+    assert report["runs"]["distilled-train-rest"]["summary"]["prepared"]["trained_rest_tensors"] > 0
+    assert report["step_times"]["one_bit_step_cpu_s"] > 0 and report["step_times"]["dense_step_cpu_s"] > 0
+    assert all(isinstance(t["ok"], bool) for t in report["targets"])
+    assert "| distilled-train-rest |" in capsys.readouterr().out
