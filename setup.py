@@ -20,6 +20,15 @@ extensions = [
         language="c++",
         extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing"],
     ),
+    Extension(
+        "modelcodecs._lossy_kernels",
+        sources=["native/lossy/_lossy_kernels.pyx", "native/lossy/lossy.cpp"],
+        depends=["native/lossy/lossy.h", "native/lossy/lossy_core.inc"],
+        include_dirs=["native/lossy"],
+        language="c++",
+        # no fused multiply-add: the decoders reproduce the format's reference arithmetic bit for bit
+        extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno"],
+    ),
 ]
 
 setup(
