@@ -90,7 +90,7 @@ def rtn_dequantise(const uint8_t[::1] payload, size_t unit, int bits, float[::1]
     if not 2 <= bits <= 8 or unit < 1 or count < 1:
         raise ValueError("rtn: bits must be 2..8, unit and count >= 1")
     cdef size_t need = 8 * ((count + unit - 1) // unit) + packed_size(count, bits)
-    if payload.shape[0] != need:
+    if <size_t>payload.shape[0] != need:
         raise CorruptArtifactError(f"{payload.shape[0]} bytes, expected {need} for {count} values in groups of "
                                    f"{unit} at {bits} bits")
     with nogil:
@@ -133,7 +133,7 @@ def hyper_dequantise(const uint8_t[::1] packed, double l, uint32_t n, int rings,
     cdef size_t need = packed_size((count + 1) // 2, width)
     if count < 1:
         raise ValueError("hyper: nothing to decode")
-    if packed.shape[0] != need:
+    if <size_t>packed.shape[0] != need:
         raise CorruptArtifactError(f"{packed.shape[0]} bytes of packed indices, expected {need}")
     cdef int rc
     with nogil:
