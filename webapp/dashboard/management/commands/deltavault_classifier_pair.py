@@ -10,12 +10,10 @@ page shows accuracy and macro-F1, original -> restored.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.core.paths import team_roots
 from webapp.registry.selectors import dataset_list, model_list, pair_list
 from webapp.registry.services import dataset_register_from_path, model_register_from_path, pair_create
 from webapp.teams.selectors import team_get_for_user
@@ -40,7 +38,7 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user {username!r} (python manage.py deltavault_demo creates 'demo')")
         team_obj = team_get_for_user(user=user, slug=team)
-        root = Path(settings.DELTAVAULT_MODEL_ROOTS[0]) / "classifier"
+        root = team_roots(team_obj)[0] / "classifier"  # the team's own folder: teams register only from theirs
         self.stdout.write(f"building the classifier pair under {root} ({steps} fine-tuning steps)…")
         try:
             pair = make_classifier_pair(root, steps=steps, progress=lambda d, t, s: self.stdout.write(
