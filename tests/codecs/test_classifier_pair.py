@@ -22,11 +22,14 @@ def test_pair_is_fine_tuned_from_the_packaged_encoder_and_reused(packages, tmp_p
     from safetensors.numpy import load_file
 
     steps = []
-    pair = make_classifier_pair(tmp_path / "pair", steps=3, batch_size=8, heldout_rows=50,
+    pair = make_classifier_pair(tmp_path / "pair", steps=3, batch_size=8, heldout_rows=8,
                                 progress=lambda done, total, stage: steps.append((done, total)))
     assert steps == [(1, 3), (2, 3), (3, 3)]
-    # 240 tweets, 48 below the confidence cut; one in ten (by a hash of the text) held out
-    assert pair.info["train_rows"] + len(evaluate.read_labelled(pair.heldout)) == 192
+    # 240 tweets sorted by label, 48 below the confidence cut; one in ten (by a hash of the text) held out, the
+    # first 8 of them in hash order: a mix of labels, not the corpus's first label only
+    heldout = evaluate.read_labelled(pair.heldout)
+    assert len(heldout) == pair.info["heldout_rows"] == 8 and 170 < pair.info["train_rows"] < 192
+    assert len({label for _, label in heldout}) > 1
     base, tuned = load_file(pair.base / "model.safetensors"), load_file(pair.finetuned / "model.safetensors")
     assert set(base) == set(tuned) and "classifier.weight" in base
     assert any((base[k] != tuned[k]).any() for k in base)  # the fine-tune moved the weights
