@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=8192, help="held-out tokens for perplexity")
     p.add_argument("--max-examples", type=int, default=1000, help="held-out examples for accuracy")
     p.add_argument("--no-speed", action="store_true")
+    p.add_argument("--speed-only", action="store_true", help="only the speed table (no pair, no fine-tune)")
     p.add_argument("--workdir", default=None, help="keeps the SmolLM2 folders between runs (default: temporary)")
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--quiet", action="store_true")
@@ -228,6 +229,10 @@ def run(args: argparse.Namespace) -> dict:
         chosen = [(label, config) for label, config in chosen if any(w in label for w in wanted)]
     if not chosen:
         raise ConfigError("no config left to benchmark (see --bits, --no-delta, --only)")
+    if args.speed_only:
+        if args.no_speed:
+            raise ConfigError("--speed-only and --no-speed leave nothing to measure")
+        return _report(args, [], speed())
     root = Path(args.workdir or tempfile.mkdtemp(prefix="modelcodecs-lossy-"))
     root.mkdir(parents=True, exist_ok=True)
     work = root / "work"
@@ -249,11 +254,13 @@ def run(args: argparse.Namespace) -> dict:
                           base, ft, lambda d: _scores(evaluate.evaluate_perplexity(d, heldout,
                                                                                    max_tokens=args.max_tokens)),
                           codec_configs=chosen, work=work, log=log)})
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{os.cpu_count()} CPUs", "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-              "command": "modelcodecs bench lossy " + " ".join(args.argv), "cases": cases,
-              "speed": None if args.no_speed else speed()}
-    return report
+    return _report(args, cases, None if args.no_speed else speed())
+
+
+def _report(args: argparse.Namespace, cases: list[dict], speed_figures: dict | None) -> dict:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{os.cpu_count()} CPUs", "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "command": "modelcodecs bench lossy " + " ".join(args.argv), "cases": cases, "speed": speed_figures}
 
 
 def _scores(metrics: dict) -> dict:

@@ -246,15 +246,19 @@ def test_model_round_trip_keeps_every_lossless_tensor_byte_identical(config, tmp
 
 
 def test_bench_configs_sit_at_their_bits_per_weight_and_speed_reports_the_numpy_baseline():
-    from modelcodecs.bench_lossy import HYPER_AT_BITS, configs, speed
+    from modelcodecs.bench_lossy import HYPER_AT_BITS, configs, main, speed
 
     for bits, (n, m) in HYPER_AT_BITS.items():
         assert index_bits(n, m) == 2 * bits  # two weights per index: no bit of the index wasted
     labels = [label for label, _ in configs()]
     assert len(labels) == len(set(labels)) == 21 and "hyper-delta-8" in labels and "rtn-weights-3" in labels
+    with pytest.raises(ConfigError, match="nothing to measure"):
+        main(["--speed-only", "--no-speed"])
     result = speed((64, 128), repeat=1)
     assert [r["codec"] for r in result["rows"]][0] == "numpy rtn-4 (baseline)"
     assert all(r["encode_mweights_s"] > 0 and r["decode_mweights_s"] > 0 for r in result["rows"])
+    assert {r["codec"].split(" ")[0] for r in result["rows"][1:]} == {"rtn-3", "rtn-5", "rtn-8", "hyper-3", "hyper-5",
+                                                                      "hyper-8"}
 
 
 @pytest.mark.parametrize("codec", [HyperCodec(n=255, M=3, auto_l=True), HyperCodec(l=0.02, n=100, M=2,
