@@ -252,8 +252,10 @@ class LossyWeightCodec(Codec):
             raise CorruptArtifactError(f"{spec.name}: chunks hold {offset} elements, expected {spec.numel}")
         if delta and base is None:
             raise WrongBaseError(f"{spec.name}: this tensor was quantised as a delta against the base; none was given")
-        # a float32 tensor is decoded straight into the destination
-        values = np.frombuffer(out, dtype=np.float32) if spec.dtype == "F32" else np.empty(spec.numel, np.float32)
+        # a float32 tensor is decoded straight into an aligned destination (the kernels store aligned floats)
+        direct = np.frombuffer(out, dtype=np.float32) if spec.dtype == "F32" else None
+        in_place = direct is not None and direct.flags.aligned
+        values = direct if in_place else np.empty(spec.numel, np.float32)
 
         def job(task) -> None:
             chunk, a, count, what = task
@@ -263,7 +265,7 @@ class LossyWeightCodec(Codec):
             pass
         if delta:
             values += to_float32(memoryview(base).cast("B"), spec.dtype)
-        if spec.dtype != "F32":
+        if not in_place:
             from_float32(values, spec.dtype, out)
 
 

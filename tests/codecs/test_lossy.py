@@ -317,3 +317,19 @@ def test_generic_build_matches_dispatched_build(tmp_path):
                             env=dict(os.environ, LOSSY_GENERIC="1"), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "generic build agrees" in result.stdout
+
+
+@pytest.mark.parametrize("codec", [HyperCodec(n=255, M=3, auto_l=True), RTNCodec(bits=5)], ids=repr)
+def test_misaligned_source_and_destination_buffers_give_the_same_bytes(codec):
+    """Safetensors offsets need not be 4-byte aligned: the codecs copy a misaligned float32 tensor, and decode
+    through a buffer of their own into a misaligned destination."""
+    w = (rng.standard_normal((24, 40)) * 0.02).astype(np.float32)
+    spec = _spec(w.shape)
+    aligned, chunks = _roundtrip(codec, spec, w.tobytes())
+    shifted = bytearray(1 + spec.nbytes)
+    shifted[1:] = w.tobytes()
+    moved = list(codec.encode_tensor(spec, memoryview(shifted)[1:], None))
+    assert [c.payload for c in moved] == [c.payload for c in chunks]
+    out = bytearray(1 + spec.nbytes)
+    codec.decode_tensor(spec, chunks, None, memoryview(out)[1:])
+    assert bytes(out[1:]) == aligned
