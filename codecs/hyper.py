@@ -8,10 +8,11 @@ c. In local coordinates u = p - c + (l/2, l/2) the codebook (``trajectory="latti
 
 which is the sheared lattice {(a*s + b*s/T, b*s)} with s = l/T, 0 <= a, b < T, restricted to a*T + b <= n (k =
 a*T + b). Its nearest point is found without a search tree: for a candidate row b the best a is the clipped
-rounding of (u_x - b*s/T) / s, and only the rows next to round(u_y / s) can hold the nearest point (one row either
-side when every row is complete, i.e. n + 1 >= T^2; three when the last column is partly missing, since then no
-row lacks more than three points). ``trajectory="winding"`` uses the paper's irrational winding instead,
-q_k = l * (frac(k / (pi + 1)), frac(k / (pi + 2))), searched exhaustively (slow; n <= 4096).
+rounding of (u_x - b*s/T) / s; when every row is complete (n + 1 >= T^2) rows floor(u_y / s) and the one above
+hold the nearest point (a row further out is s farther vertically but at most s/T nearer horizontally), otherwise
+the rows within three of round(u_y / s) do (no row lacks more than three points). ``trajectory="winding"`` uses
+the paper's irrational winding instead, q_k = l * (frac(k / (pi + 1)), frac(k / (pi + 2))), searched exhaustively
+(slow; n <= 4096).
 
 Pairs outside the square |p - c|_inf <= l/2 fall into one of M rings of equal width between l/2 and R: ring j
 scales the pair toward c by f_j = (l/2) / r_j, r_j = l/2 + j * (R - l/2) / M, so it lands in the square, is
@@ -67,9 +68,10 @@ def winding_points(l: float, n: int) -> np.ndarray:
     return l * np.stack([np.mod(k / (math.pi + 1), 1.0), np.mod(k / (math.pi + 2), 1.0)], axis=1)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)
 def codebook(l: float, n: int, trajectory: str) -> np.ndarray:
-    """The codebook of a tensor (read-only; its chunks share it)."""
+    """The codebook of a tensor (read-only; its chunks share it; tensors are coded one at a time, so two are kept:
+    at n = 2^24 one is 256 MB)."""
     points = lattice_points(l, n) if trajectory == "lattice" else winding_points(l, n)
     points.flags.writeable = False
     return points
