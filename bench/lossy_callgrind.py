@@ -5,13 +5,15 @@ numpy-only version before the native kernels), beside the plain numpy per-channe
 
     .venv/bin/python bench/lossy_callgrind.py [--ref 1656f21]
 
-Each figure is (instructions of a run that encodes and decodes once) - (instructions of the same run that does
-not), divided by the weights: Python start-up and imports cancel out. Needs valgrind; a few minutes.
+Each figure is (instructions of a run that encodes and decodes 1 + REPS times) - (instructions of the same run
+that does it once), divided by REPS x the weights: Python start-up, imports and first-call costs cancel out (hash
+seed fixed). Needs valgrind; about ten minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ CONFIGS = {"rtn-4": {"id": "rtn", "bits": 4}, "hyper-5": {"id": "hyper", "n": 25
            "numpy": None}
 # the commit before the native kernels (hyper and rtn in numpy)
 NUMPY_ONLY = "1656f21"
+REPS = 5
 
 
 def child(source: str, label: str, reps: int) -> None:
@@ -53,7 +56,8 @@ def child(source: str, label: str, reps: int) -> None:
 
 def instructions(source: str, label: str, reps: int) -> int:
     run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                          __file__, "--child", source, label, str(reps)], capture_output=True, text=True, check=True)
+                          __file__, "--child", source, label, str(reps)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "0"})
     line = next(x for x in run.stderr.splitlines() if "Collected" in x)
     return int(line.split()[-1])
 
@@ -78,11 +82,11 @@ def main() -> None:
             (old / "modelcodecs" / built.name).write_bytes(built.read_bytes())
         rows = []
         for source, version in (("", "this checkout"), (str(old), f"codecs/ at {args.ref}")):
-            idle = instructions(source, "numpy", 0)
             for label in ("numpy", "rtn-4", "hyper-5"):
                 if label == "numpy" and source:
                     continue
-                rows.append((version, label, (instructions(source, label, 1) - idle) / weights))
+                extra = instructions(source, label, 1 + REPS) - instructions(source, label, 1)
+                rows.append((version, label, extra / (REPS * weights)))
     print(f"| version | case ({SHAPE[0]} x {SHAPE[1]} fp32, encode + decode) | instructions per weight |")
     print("|---|---|---|")
     for version, label, per_weight in rows:

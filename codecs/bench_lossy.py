@@ -126,9 +126,9 @@ def speed(shape: tuple[int, int] = (4096, 2048), repeat: int = 3, seed: int = 0)
         rows[label] = (best(lambda: list(codec.encode_tensor(spec, data, None))),
                        best(lambda: codec.decode_tensor(spec, chunks, None, out)))
     base_enc, base_dec = rows["numpy rtn-4 (baseline)"]
-    return {"weights": n, "load": " ".join(f"{x:.1f}" for x in os.getloadavg()), "rows": [{"codec": k, "encode_mweights_s": n / e / 1e6, "decode_mweights_s": n / d / 1e6,
-                                    "encode_vs_numpy": base_enc / e, "decode_vs_numpy": base_dec / d}
-                                   for k, (e, d) in rows.items()]}
+    return {"weights": n, "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "rows": [{"codec": k, "encode_mweights_s": n / e / 1e6, "decode_mweights_s": n / d / 1e6,
+                      "encode_vs_numpy": base_enc / e, "decode_vs_numpy": base_dec / d} for k, (e, d) in rows.items()]}
 
 
 def bench_pair(base: Path, ft: Path, evaluate, *, codec_configs, work: Path, log) -> dict:
