@@ -20,6 +20,17 @@ extensions = [
         language="c++",
         extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing"],
     ),
+    Extension(
+        "modelcodecs._lossy_kernels",
+        sources=["native/lossy/_lossy_kernels.pyx", "native/lossy/lossy.cpp"],
+        depends=["native/lossy/lossy.h", "native/lossy/lossy_core.inc"],
+        include_dirs=["native/lossy"],
+        language="c++",
+        # no fused multiply-add or reassociation: the decoders reproduce the format's reference arithmetic bit for
+        # bit; no FP traps or errno, so the branch-free loops vectorise (neither changes a result)
+        extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno",
+                            "-fno-trapping-math"],
+    ),
 ]
 
 setup(

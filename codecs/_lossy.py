@@ -1,8 +1,10 @@
 """What the lossy weight codecs (``hyper``, ``rtn``) share: which tensors are quantised, the lossless coding of
-every other tensor (FM-Delta inside), weights or delta mode, the raw fallback, the per-tensor error report, the
-float <-> dtype conversions and the index bit packing.
+every other tensor (FM-Delta inside), weights or delta mode, the raw fallback, the per-tensor error report and the
+float <-> dtype conversions. The per-weight loops (quantise, bit-pack, unpack, dequantise, error sums) are native
+kernels (``native/lossy``, module ``modelcodecs._lossy_kernels``) run on contiguous float32 buffers in place.
 
-A subclass says how one block of float32 values is quantised (:meth:`LossyWeightCodec._encode_block`) and restored
+A subclass says how one block of float32 values is quantised (:meth:`LossyWeightCodec._encode_block`, which also
+writes the values its decoder will produce, so the error is measured without decoding) and restored
 (:meth:`LossyWeightCodec._decode_block`), and what is computed once per tensor (:meth:`_tensor_side`). Every
 quantised chunk is self-contained: its ``meta`` holds the per-tensor side information and the block's, so a chunk
 decodes alone and a chunk whose side information is cut raises :class:`CorruptArtifactError`.
@@ -20,6 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from . import _lossy_kernels as _kernels
 from ._threads import iter_ordered, resolve_threads
 from .abc import DTYPE_SIZES, CancelCheck, Codec, EncodedChunk, Param, TensorSpec, check_cancel
 from .errors import ConfigError, CorruptArtifactError, ModelFormatError, WrongBaseError
@@ -35,7 +38,9 @@ def to_float32(buf, dtype: str) -> np.ndarray:
     raw = np.frombuffer(buf, dtype=np.uint8)
     if dtype == "BF16":
         return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
-    return raw.view({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).astype(np.float32)
+    values = raw.view({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).astype(np.float32, copy=False)
+    # float32 is used in place (no copy) unless misaligned: the native kernels read aligned floats
+    return values if values.flags.aligned else values.copy()
 
 
 def from_float32(values: np.ndarray, dtype: str, out: memoryview) -> None:
@@ -50,66 +55,6 @@ def from_float32(values: np.ndarray, dtype: str, out: memoryview) -> None:
         dst.view("<u2")[:] = rounded.astype(np.uint16)
     else:
         dst.view({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype])[:] = values
-
-
-# -- bit packing ---------------------------------------------------------------------------------------------------
-
-def pack_bits(values: np.ndarray, width: int) -> bytes:
-    """Pack non-negative integers below ``2**width`` (1..32 bits) into exactly ceil(count * width / 8) bytes: first
-    a byte plane per whole byte of the width (low byte first), then the remaining width % 8 high bits of every
-    value, eight values per width % 8 bytes, least significant bit first."""
-    v = np.ascontiguousarray(values, dtype=np.uint32).reshape(-1)
-    parts = []
-    while width >= 8:
-        parts.append((v & np.uint32(0xFF)).astype(np.uint8).tobytes())
-        v = v >> np.uint32(8)
-        width -= 8
-    if width:
-        parts.append(_pack_small(v, width))
-    return b"".join(parts)
-
-
-def _pack_small(v: np.ndarray, width: int) -> bytes:
-    count = v.size
-    groups = np.zeros(-(-count // 8) * 8, dtype=np.uint64)
-    groups[:count] = v
-    groups = groups.reshape(-1, 8)
-    acc = groups[:, 0].copy()
-    for i in range(1, 8):
-        acc |= groups[:, i] << np.uint64(i * width)
-    return acc.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()[:packed_size(count, width)]
-
-
-def packed_size(count: int, width: int) -> int:
-    return (count * width + 7) // 8
-
-
-def unpack_bits(payload, count: int, width: int, what: str) -> np.ndarray:
-    """Inverse of :func:`pack_bits`; the payload must be exactly ``packed_size(count, width)`` bytes."""
-    need = packed_size(count, width)
-    if len(payload) != need:
-        raise CorruptArtifactError(f"{what}: {len(payload)} bytes of packed indices, expected {need}")
-    raw = np.frombuffer(payload, dtype=np.uint8)
-    out = np.zeros(count, dtype=np.uint32)
-    shift, offset = 0, 0
-    while width - shift >= 8:
-        out |= raw[offset:offset + count].astype(np.uint32) << np.uint32(shift)
-        offset += count
-        shift += 8
-    rest = width - shift
-    if rest:
-        groups = -(-count // 8)
-        packed = np.zeros(groups * rest, dtype=np.uint8)
-        packed[:need - offset] = raw[offset:]
-        tail = np.zeros((groups, 8), dtype=np.uint8)
-        tail[:, :rest] = packed.reshape(groups, rest)
-        acc = tail.reshape(-1).view("<u8")
-        mask = np.uint64((1 << rest) - 1)
-        small = np.empty((groups, 8), dtype=np.uint64)
-        for i in range(8):
-            small[:, i] = (acc >> np.uint64(i * rest)) & mask
-        out |= small.reshape(-1)[:count].astype(np.uint32) << np.uint32(shift)
-    return out
 
 
 # -- side information checks (every decoder reads meta through these) ----------------------------------------------
@@ -172,10 +117,13 @@ class LossyWeightCodec(Codec):
         """Side information computed once per tensor from all its values (JSON numbers)."""
         return {}
 
-    def _encode_block(self, block: np.ndarray, side: dict, spec: TensorSpec) -> tuple[bytes, dict]:
+    def _encode_block(self, block: np.ndarray, side: dict, spec: TensorSpec, restored: np.ndarray) \
+            -> tuple[bytes, dict]:
+        """Quantise ``block`` (contiguous float32); write into ``restored`` exactly what the decoder will produce."""
         raise NotImplementedError
 
-    def _decode_block(self, payload, meta: dict, count: int, spec: TensorSpec, what: str) -> np.ndarray:
+    def _decode_block(self, payload, meta: dict, spec: TensorSpec, what: str, out: np.ndarray) -> None:
+        """Decode a chunk into ``out`` (contiguous float32, the chunk's element count)."""
         raise NotImplementedError
 
     # -- report -------------------------------------------------------------------------------------------------
@@ -219,8 +167,8 @@ class LossyWeightCodec(Codec):
         reference = to_float32(base, spec.dtype) if self.on_delta and base is not None else None
         target = weights - reference if reference is not None else weights
         chunks, restored = self._quantise(spec, target, reference, threads, cancel)
-        err = restored - weights
-        mean_abs = float(np.abs(err).mean(dtype=np.float64))
+        sq_error, abs_error, sq_weight = _kernels.error_totals(restored, weights)
+        mean_abs = abs_error / spec.numel
         if not math.isfinite(mean_abs) or (self.max_error > 0 and mean_abs > self.max_error):
             yield from self._keep(spec, data, base, threads, cancel,
                                   {"reason": f"mean absolute error {mean_abs:.3g} > max_error {self.max_error:g}",
@@ -229,9 +177,9 @@ class LossyWeightCodec(Codec):
         r = self._report
         r["quantised_tensors"] += 1
         r["quantised_weights"] += spec.numel
-        r["sum_sq_error"] += float(np.square(err, dtype=np.float64).sum())
-        r["sum_sq_weight"] += float(np.square(weights, dtype=np.float64).sum())
-        r["sum_abs_error"] += mean_abs * spec.numel
+        r["sum_sq_error"] += sq_error
+        r["sum_sq_weight"] += sq_weight
+        r["sum_abs_error"] += abs_error
         yield from chunks
 
     def _keep(self, spec, data, base, threads, cancel, fallback: dict | None) -> Iterator[EncodedChunk]:
@@ -259,11 +207,9 @@ class LossyWeightCodec(Codec):
 
         def job(bound: tuple[int, int]) -> EncodedChunk:
             a, b = bound
-            payload, meta = self._encode_block(target[a:b], side, spec)
-            meta = {"n": b - a, **side, **meta}
             # the error is measured on what the decoder will produce, in the tensor's own dtype
-            restored[a:b] = self._decode_block(payload, meta, b - a, spec, spec.name)
-            return EncodedChunk(self.codec_id, payload, meta)
+            payload, meta = self._encode_block(target[a:b], side, spec, restored[a:b])
+            return EncodedChunk(self.codec_id, payload, {"n": b - a, **side, **meta})
 
         chunks = list(iter_ordered(job, self._bounds(spec), resolve_threads(threads), lambda: check_cancel(cancel)))
         if reference is not None:
@@ -306,17 +252,21 @@ class LossyWeightCodec(Codec):
             raise CorruptArtifactError(f"{spec.name}: chunks hold {offset} elements, expected {spec.numel}")
         if delta and base is None:
             raise WrongBaseError(f"{spec.name}: this tensor was quantised as a delta against the base; none was given")
-        values = np.empty(spec.numel, dtype=np.float32)
+        # a float32 tensor is decoded straight into an aligned destination (the kernels store aligned floats)
+        direct = np.frombuffer(out, dtype=np.float32) if spec.dtype == "F32" else None
+        in_place = direct is not None and direct.flags.aligned
+        values = direct if in_place else np.empty(spec.numel, np.float32)
 
         def job(task) -> None:
             chunk, a, count, what = task
-            values[a:a + count] = self._decode_block(chunk.payload, chunk.meta, count, spec, what)
+            self._decode_block(chunk.payload, chunk.meta, spec, what, values[a:a + count])
 
         for _ in iter_ordered(job, plan, resolve_threads(threads), lambda: check_cancel(cancel)):
             pass
         if delta:
             values += to_float32(memoryview(base).cast("B"), spec.dtype)
-        from_float32(values, spec.dtype, out)
+        if not in_place:
+            from_float32(values, spec.dtype, out)
 
 
 def check_positive(name: str, value: float) -> None:
@@ -324,5 +274,4 @@ def check_positive(name: str, value: float) -> None:
         raise ConfigError(f"{name}: must be > 0, got {value}")
 
 
-__all__ = ["LossyWeightCodec", "check_positive", "from_float32", "meta_number", "pack_bits", "packed_size",
-           "to_float32", "unpack_bits"]
+__all__ = ["LossyWeightCodec", "check_positive", "from_float32", "meta_number", "to_float32"]

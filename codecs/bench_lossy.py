@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,10 @@ from .errors import ConfigError
 # bits per weight -> (n, M) with (n + 1)(M + 1) a power of two: n + 1 = T^2 fills the lattice, M = 3 rings
 HYPER_AT_BITS = {3: (15, 3), 4: (63, 3), 5: (255, 3), 6: (1023, 3), 8: (16383, 3)}
 BITS = (3, 4, 5, 6, 8)
+# the speed rows: rtn and hyper at 3, 5 and 8 bits per weight (byte-aligned and odd index widths), auto_l on
+SPEED_CONFIGS = tuple((f"rtn-{b}", {"id": "rtn", "bits": b}) for b in (3, 5, 8)) + tuple(
+    (f"hyper-{b} (n={HYPER_AT_BITS[b][0]}, M=3)", {"id": "hyper", "n": HYPER_AT_BITS[b][0], "M": 3, "auto_l": True})
+    for b in (3, 5, 8))
 
 
 def configs(bits: tuple[int, ...] = BITS, delta: bool = True) -> list[tuple[str, dict]]:
@@ -86,9 +91,11 @@ def finetune_causal_lm(base_dir: Path, train_text: Path, out_dir: Path, *, steps
     return out_dir
 
 
-def speed(shape: tuple[int, int] = (4096, 2048), repeat: int = 2, seed: int = 0) -> dict:
-    """Encode/decode M weights/s of hyper and rtn (one thread, in memory) beside a plain numpy per-channel
-    round-to-nearest of the same tensor (quantise: min, max, scale, round; dequantise: lo + q * step)."""
+def speed(shape: tuple[int, int] = (4096, 2048), repeat: int = 3, seed: int = 0) -> dict:
+    """Encode/decode M weights per CPU-second of hyper and rtn (one thread, in memory; the best of ``repeat``
+    runs, timed in CPU seconds of the calling thread, so a loaded machine slows the figures less than wall time)
+    beside a plain numpy per-channel round-to-nearest of the same tensor (quantise: min, max, scale, round;
+    dequantise: lo + q * step) timed the same way in the same run."""
     from .abc import TensorSpec
     from .registry import get_codec
 
@@ -99,9 +106,9 @@ def speed(shape: tuple[int, int] = (4096, 2048), repeat: int = 2, seed: int = 0)
     def best(fn) -> float:
         times = []
         for _ in range(repeat):
-            t = time.perf_counter()
+            t = time.thread_time()
             fn()
-            times.append(time.perf_counter() - t)
+            times.append(time.thread_time() - t)
         return min(times)
 
     def numpy_rtn_encode():
@@ -111,8 +118,7 @@ def speed(shape: tuple[int, int] = (4096, 2048), repeat: int = 2, seed: int = 0)
 
     q, lo, step = numpy_rtn_encode()
     rows = {"numpy rtn-4 (baseline)": (best(numpy_rtn_encode), best(lambda: lo + q * step))}
-    for label, config in (("rtn-4", {"id": "rtn", "bits": 4}), ("hyper n=255 M=3", {"id": "hyper", "n": 255,
-                                                                                     "M": 3, "auto_l": True})):
+    for label, config in SPEED_CONFIGS:
         codec = get_codec(config)
         data = memoryview(w.tobytes())
         chunks = list(codec.encode_tensor(spec, data, None))
@@ -120,9 +126,9 @@ def speed(shape: tuple[int, int] = (4096, 2048), repeat: int = 2, seed: int = 0)
         rows[label] = (best(lambda: list(codec.encode_tensor(spec, data, None))),
                        best(lambda: codec.decode_tensor(spec, chunks, None, out)))
     base_enc, base_dec = rows["numpy rtn-4 (baseline)"]
-    return {"weights": n, "rows": [{"codec": k, "encode_mweights_s": n / e / 1e6, "decode_mweights_s": n / d / 1e6,
-                                    "encode_vs_numpy": base_enc / e, "decode_vs_numpy": base_dec / d}
-                                   for k, (e, d) in rows.items()]}
+    return {"weights": n, "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "rows": [{"codec": k, "encode_mweights_s": n / e / 1e6, "decode_mweights_s": n / d / 1e6,
+                      "encode_vs_numpy": base_enc / e, "decode_vs_numpy": base_dec / d} for k, (e, d) in rows.items()]}
 
 
 def bench_pair(base: Path, ft: Path, evaluate, *, codec_configs, work: Path, log) -> dict:
@@ -177,8 +183,10 @@ def format_report(report: dict) -> str:
         lines.append("")
     if report.get("speed"):
         s = report["speed"]
-        lines += [f"## Speed (one thread, one {s['weights']:,}-weight fp32 tensor in memory)", "",
-                  "| codec | encode M weights/s | decode M weights/s | encode vs numpy | decode vs numpy |",
+        lines += [f"## Speed (one thread, one {s['weights']:,}-weight fp32 tensor in memory, load average "
+                  f"{s['load']})", "",
+                  "| codec | encode M weights per CPU-s | decode M weights per CPU-s | encode vs numpy | "
+                  "decode vs numpy |",
                   "|---|---|---|---|---|"]
         lines += [f"| {r['codec']} | {r['encode_mweights_s']:.1f} | {r['decode_mweights_s']:.1f} | "
                   f"{r['encode_vs_numpy']:.2f}x | {r['decode_vs_numpy']:.2f}x |" for r in s["rows"]]
@@ -197,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=8192, help="held-out tokens for perplexity")
     p.add_argument("--max-examples", type=int, default=1000, help="held-out examples for accuracy")
     p.add_argument("--no-speed", action="store_true")
+    p.add_argument("--speed-only", action="store_true", help="only the speed table (no pair, no fine-tune)")
     p.add_argument("--workdir", default=None, help="keeps the SmolLM2 folders between runs (default: temporary)")
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--quiet", action="store_true")
@@ -204,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import os
-
     from . import evaluate, packaged
 
     bits = tuple(int(b) for b in args.bits.split(",") if b.strip())
@@ -222,6 +229,10 @@ def run(args: argparse.Namespace) -> dict:
         chosen = [(label, config) for label, config in chosen if any(w in label for w in wanted)]
     if not chosen:
         raise ConfigError("no config left to benchmark (see --bits, --no-delta, --only)")
+    if args.speed_only:
+        if args.no_speed:
+            raise ConfigError("--speed-only and --no-speed leave nothing to measure")
+        return _report(args, [], speed())
     root = Path(args.workdir or tempfile.mkdtemp(prefix="modelcodecs-lossy-"))
     root.mkdir(parents=True, exist_ok=True)
     work = root / "work"
@@ -243,11 +254,13 @@ def run(args: argparse.Namespace) -> dict:
                           base, ft, lambda d: _scores(evaluate.evaluate_perplexity(d, heldout,
                                                                                    max_tokens=args.max_tokens)),
                           codec_configs=chosen, work=work, log=log)})
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{os.cpu_count()} CPUs", "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-              "command": "modelcodecs bench lossy " + " ".join(args.argv), "cases": cases,
-              "speed": None if args.no_speed else speed()}
-    return report
+    return _report(args, cases, None if args.no_speed else speed())
+
+
+def _report(args: argparse.Namespace, cases: list[dict], speed_figures: dict | None) -> dict:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{os.cpu_count()} CPUs", "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "command": "modelcodecs bench lossy " + " ".join(args.argv), "cases": cases, "speed": speed_figures}
 
 
 def _scores(metrics: dict) -> dict:

