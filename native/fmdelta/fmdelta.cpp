@@ -190,13 +190,14 @@ struct Scratch {
     std::vector<uint16_t> keys;    // per element: model row (base exponent) << 8 | symbol
     std::vector<uint8_t> raw;
     std::vector<uint16_t> words;
-    std::vector<uint32_t> hist, slot, fslot[3];  // fslot, fsym: streams B, C, D of the fields mode
+    std::vector<uint32_t> hist, freq, ffreq[3];  // decoder frequency tables; ffreq, fsym: streams B, C, D of mode 2
     std::vector<uint8_t> symbol, fsym[3];
     std::vector<EncSym> etab;    // by key, filled for the rows in use
     void trim() {
         constexpr size_t kKeep = static_cast<size_t>(96) << 20;
         size_t held = payload.capacity() + 2 * keys.capacity() + raw.capacity() + 2 * words.capacity() +
-                      5 * (slot.capacity() + fslot[0].capacity() + fslot[1].capacity() + fslot[2].capacity());
+                      4 * (freq.capacity() + ffreq[0].capacity() + ffreq[1].capacity() + ffreq[2].capacity()) +
+                      symbol.capacity() + fsym[0].capacity() + fsym[1].capacity() + fsym[2].capacity();
         if (held > kKeep) *this = Scratch();
     }
 };
