@@ -190,7 +190,7 @@ struct Scratch {
     std::vector<uint16_t> keys;    // per element: model row (base exponent) << 8 | symbol
     std::vector<uint8_t> raw;
     std::vector<uint16_t> words;
-    std::vector<uint32_t> hist, freq, ffreq[3];  // decoder frequency tables; ffreq, fsym: streams B, C, D of mode 2
+    std::vector<uint32_t> hist, freq, ffreq[3];  // decoder tables (see Layout); ffreq, fsym: streams B, C, D of mode 2
     std::vector<uint8_t> symbol, fsym[3];
     std::vector<EncSym> etab;    // by key, filled for the rows in use
     void trim() {
