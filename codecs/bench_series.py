@@ -95,6 +95,7 @@ def make_training_run(out_dir: Path, cache: Path, *, steps: int, every: int, mod
     and wall seconds. A run already complete in ``out_dir`` with the same settings is reused."""
     import torch
 
+    from ._torch import no_hf_progress_bars
     from .packaged import python_docs_corpus
 
     if dtype not in ("BF16", "F32"):
@@ -135,7 +136,8 @@ def make_training_run(out_dir: Path, cache: Path, *, steps: int, every: int, mod
             with torch.no_grad():
                 heldout_losses[step] = model(input_ids=heldout_x, labels=heldout_x).loss.item()
             saved = model if dtype == "F32" else copy.deepcopy(model).to(torch.bfloat16)
-            saved.save_pretrained(tmp / f"checkpoint-{step}", safe_serialization=True)
+            with no_hf_progress_bars():
+                saved.save_pretrained(tmp / f"checkpoint-{step}", safe_serialization=True)
             log(f"  step {step}: held-out loss {heldout_losses[step]:.3f}, saved "
                 f"({time.perf_counter() - wall:.0f} s)")
         if step == steps:
