@@ -472,8 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "zstd and lmz as whole commands at 1 thread, with the order-0 and context-model bounds")
     nobase.add_argument("--nobase-dtypes", default="BF16,F32", help="SmolLM2 dtypes for --nobase (default BF16,F32)")
     nobase.add_argument("--lmz", default=None, help="the lmz command (PyPI lmzip; default: lmz on PATH)")
-    nobase.add_argument("--series", action="store_true", help="a real SmolLM2-135M training run (modelcodecs."
-                        "bench_series) coded as a series, by lmz on the directory and by zstd")
+    nobase.add_argument("--series", action="store_true", help="a real training run (modelcodecs.bench_series) "
+                        "coded as a series, by lmz on the directory and by zstd")
+    nobase.add_argument("--series-model", default="smollm2-135m", choices=("smollm2-135m", "llama-scratch"),
+                        help="the pretrained SmolLM2-135M continued, or a small Llama with its tokenizer trained "
+                        "from scratch (default smollm2-135m)")
+    nobase.add_argument("--series-hidden", type=int, default=128, help="llama-scratch width (default 128)")
+    nobase.add_argument("--series-layers", type=int, default=4, help="llama-scratch decoder layers (default 4)")
+    nobase.add_argument("--series-dtype", default="BF16", choices=("BF16", "F32"), help="checkpoint dtype")
     nobase.add_argument("--series-steps", type=int, default=200, help="training steps for --series (default 200)")
     nobase.add_argument("--series-every", type=int, default=20, help="steps between checkpoints (default 20)")
     nobase.add_argument("--keyframe-every", type=int, default=8, help="series keyframe interval (default 8)")

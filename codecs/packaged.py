@@ -5,6 +5,8 @@
   model as ``SmolLM2-135M-Instruct.Q4_1.gguf``). transformers dequantizes the GGUF file (needs the ``gguf`` and
   ``accelerate`` packages); the weights are written as a plain Hugging Face safetensors folder with its tokenizer.
   Its weights are therefore the Q4_1 grid values of the original, in fp32 (or bf16).
+* :func:`smollm2_tokenizer` -- the same model's tokenizer and ``config.json`` without its weights, for models built
+  from SmolLM2's configuration and vocabulary (e.g. a smaller Llama trained from scratch).
 * :func:`python_docs_corpus` -- real English text: the topics of the Python documentation that every CPython ships
   in ``pydoc_data.topics`` (about 465 k characters in 79 topics), split by topic into training and held-out files.
 """
@@ -35,6 +37,14 @@ def _smollm2_gguf() -> Path:
     return path
 
 
+def _plain_config(config):
+    """``config`` without the GGUF loading attributes (a config that keeps them refuses save_pretrained)."""
+    for attribute in ("quantization_config", "gguf_file"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    return config
+
+
 def smollm2_folder(out_dir: str | os.PathLike, *, dtype: str = "F32") -> Path:
     """Write SmolLM2-135M-Instruct as a safetensors folder (``config.json``, ``model.safetensors``, tokenizer) in
     ``dtype`` (``F32`` or ``BF16``) under ``out_dir``; a folder already written there is reused."""
@@ -55,10 +65,7 @@ def smollm2_folder(out_dir: str | os.PathLike, *, dtype: str = "F32") -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # a model loaded from GGUF refuses save_pretrained: copy its weights into a plain model of the same config
-        config = loaded.config
-        for attribute in ("quantization_config", "gguf_file"):
-            if hasattr(config, attribute):
-                delattr(config, attribute)
+        config = _plain_config(loaded.config)
         plain = type(loaded)(config)
         plain.load_state_dict(loaded.state_dict())
         tmp = out_dir.with_name(f".{out_dir.name}.partial")
@@ -68,6 +75,25 @@ def smollm2_folder(out_dir: str | os.PathLike, *, dtype: str = "F32") -> Path:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    return out_dir
+
+
+def smollm2_tokenizer(out_dir: str | os.PathLike) -> Path:
+    """Write SmolLM2-135M-Instruct's tokenizer and ``config.json`` (no weights: nothing is dequantized) under
+    ``out_dir``; a folder already written there is reused."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file() and (out_dir / "tokenizer.json").is_file():
+        return out_dir
+    gguf = _smollm2_gguf()
+    offline()
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = _plain_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    tokenizer.save_pretrained(tmp)
+    config.save_pretrained(tmp)
+    os.replace(tmp, out_dir)
     return out_dir
 
 
@@ -89,4 +115,4 @@ def python_docs_corpus(out_dir: str | os.PathLike, *, held_out_every: int = 8) -
     return paths
 
 
-__all__ = ["PYTHON_DOCS_SOURCE", "SMOLLM2_SOURCE", "python_docs_corpus", "smollm2_folder"]
+__all__ = ["PYTHON_DOCS_SOURCE", "SMOLLM2_SOURCE", "python_docs_corpus", "smollm2_folder", "smollm2_tokenizer"]
