@@ -23,6 +23,11 @@ Side information (in every chunk's meta, so each chunk decodes alone): l, n (``c
 and R. ``auto_l`` picks l per tensor so that a fraction ``coverage`` of the pairs lies inside the square. The
 per-pair loops (statistics, search with packing, unpacking with reconstruction) are native kernels
 (``native/lossy``); the decoder's arithmetic is the format's: float64, codebook from :func:`codebook`.
+
+``device="cuda"`` (or ``auto`` when torch sees a GPU) runs the lattice encode's per-pair arithmetic (rings and
+closed-form search) as torch float64 operations on the GPU, one block at a time, the same operations in the same
+order as the native kernel, so the same indices; they are packed, and the restored values computed, by the native
+kernels. Decoding is always native. ``cpu`` never imports torch.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 
 from . import _lossy_kernels as _kernels
 from ._lossy import LossyWeightCodec, check_positive, meta_number
+from ._torch import DEVICE_CHOICES
 from .abc import Param, TensorSpec
 from .errors import ConfigError, CorruptArtifactError
 
@@ -85,6 +91,92 @@ def nearest_lattice(ux: np.ndarray, uy: np.ndarray, l: float, n: int) -> np.ndar
     return out
 
 
+def encode_device(device: str) -> str:
+    """Where the lattice encode runs: ``cpu`` (native kernels, torch not imported) or a CUDA device (via
+    :func:`modelcodecs._torch.resolve_device`, which says clearly when none is there)."""
+    if device == "cpu":
+        return device
+    from ._torch import resolve_device
+
+    return resolve_device(device)
+
+
+def _torch_lattice_nearest(ux, uy, l: float, n: int):
+    """The native closed-form lattice search (``Lattice`` in native/lossy/lossy_core.inc) on float64 torch tensors
+    of local coordinates: the same operations in the same order, so the same indices (int64 tensor). Divisors are
+    0-d tensors on the device: torch turns division by a Python number into a multiplication by its reciprocal on
+    CUDA, which could move a near-tie to the other codeword."""
+    import torch
+
+    t = side_length(n)
+    s = l / t
+    inverse, shear, top = 1.0 / s, s / t, float(t - 1)
+    complete = n + 1 >= t * t
+    t_divisor = torch.tensor(float(t), dtype=torch.float64, device=ux.device)
+
+    def in_row(row):
+        row = row.clamp(0.0, top)
+        a = torch.round((ux - row * shear) * inverse).clamp(min=0.0)
+        a = a.clamp(max=top) if complete else torch.minimum(a, torch.floor((n - row) / t_divisor).clamp(max=top))
+        dx = ux - (a * s + row * shear)
+        dy = uy - row * s
+        return dx * dx + dy * dy, a * float(t) + row
+
+    # the nearest codeword's index, the smaller on a tie
+    def keep_nearer(best, candidate):
+        (best_d, best_k), (d, k) = best, candidate
+        take = (d < best_d) | ((d == best_d) & (k < best_k))
+        return torch.where(take, d, best_d), torch.where(take, k, best_k)
+
+    if complete:
+        below = torch.floor(uy * inverse)
+        best = keep_nearer(in_row(below), in_row(below + 1))
+    else:
+        centre = torch.round(uy * inverse)
+        best = in_row(centre - 3)
+        for offset in range(-2, 4):
+            best = keep_nearer(best, in_row(centre + offset))
+    return best[1].long()
+
+
+def _torch_pair_indices(block: np.ndarray, side: tuple, device: str) -> np.ndarray:
+    """The stored index (theta + (n + 1) * ring) of every pair of ``block`` (float32), computed by torch on
+    ``device`` for the lattice trajectory: the native ``hyper_encode``'s ring scaling and search, in float64."""
+    import torch
+
+    l, n, rings, _, cx, cy, radius = side
+    half = l / 2
+    width = max(radius - half, 0.0) / rings if rings else 0.0
+
+    def constant(value: float):
+        return torch.tensor(value, dtype=torch.float64, device=device)
+
+    values = torch.from_numpy(block).to(device).double()  # float32 over the bus
+    px, py = values[0::2], values[1::2]
+    if py.numel() < px.numel():  # an odd last value is paired with the centroid's y
+        py = torch.cat([py, constant(cy).reshape(1)])
+    dx, dy = px - cx, py - cy
+    ring = torch.zeros_like(dx)
+    if rings:
+        # outside the square: ring j = clip(ceil((|d| - l/2) / width), 1, M), scaled by (l/2) / r_j
+        outside = torch.maximum(dx.abs(), dy.abs()) > half
+        j = torch.ceil((torch.sqrt(dx * dx + dy * dy) - half) / constant(width if width > 0 else 1.0))
+        ring = torch.where(outside, j.clamp(1.0, float(rings)), ring)
+    scale = constant(half) / (half + width * ring)  # exactly 1 inside the square
+    ux = (dx * scale + half).clamp(0.0, l)
+    uy = (dy * scale + half).clamp(0.0, l)
+    theta = _torch_lattice_nearest(ux, uy, l, n)
+    return (theta + (n + 1) * ring.long()).cpu().numpy().astype(np.uint32)
+
+
+def _torch_quantise(block: np.ndarray, args: tuple, side: tuple, device: str, packed: np.ndarray,
+                    restored: np.ndarray) -> None:
+    """``_kernels.hyper_quantise`` with the indices found by torch on ``device``: packed by the native packer,
+    ``restored`` written by the native decoder from the packed indices (so it is what decoding gives)."""
+    _kernels.pack(_torch_pair_indices(block, side, device), args[-1], packed)
+    _kernels.hyper_dequantise(packed, *args, restored)
+
+
 class HyperCodec(LossyWeightCodec):
     """Hyper-Compression (U = 2, released scheme), closed-form nearest codeword, bit-packed indices (lossy)."""
 
@@ -105,6 +197,9 @@ class HyperCodec(LossyWeightCodec):
               maximum=1.0),
         Param("trajectory", str, "lattice", "codebook: the released sheared lattice (closed-form search) or the "
               "paper's irrational winding (exhaustive search, n <= 4096)", choices=TRAJECTORIES),
+        Param("device", str, "cpu", "where the lattice encode runs: cpu = native kernels; cuda = torch on the GPU; "
+              "auto = CUDA when torch sees one (the same indices everywhere; decoding is native)",
+              choices=DEVICE_CHOICES),
     ) + LossyWeightCodec.common_params
     _unit = 2
 
@@ -115,6 +210,14 @@ class HyperCodec(LossyWeightCodec):
             raise ConfigError(f"n: the winding trajectory is searched exhaustively; n must be <= {MAX_WINDING_N}")
         if index_bits(self.n, self.M) > 32:
             raise ConfigError("n and M: an index would need more than 32 bits")
+        if self.trajectory == "winding" and self.device == "cuda":
+            raise ConfigError("device: only the lattice trajectory runs on CUDA")
+
+    @functools.cached_property
+    def _encode_device(self) -> str:
+        # resolved at the first encode, not in __init__: an artifact's config (device included) is rebuilt to
+        # decode it, on machines with or without a GPU
+        return encode_device(self.device) if self.trajectory == "lattice" else "cpu"
 
     # -- per tensor ---------------------------------------------------------------------------------------------
     def _tensor_side(self, values: np.ndarray, spec: TensorSpec) -> dict:
@@ -154,9 +257,13 @@ class HyperCodec(LossyWeightCodec):
     # -- blocks -------------------------------------------------------------------------------------------------
     def _encode_block(self, block: np.ndarray, side: dict, spec: TensorSpec, restored: np.ndarray) \
             -> tuple[bytes, dict]:
-        args = self._kernel_side(self._side(side, spec.name))
+        side = self._side(side, spec.name)
+        args = self._kernel_side(side)
         packed = np.empty(_kernels.packed_bytes((block.size + 1) // 2, args[-1]), dtype=np.uint8)
-        _kernels.hyper_quantise(block, *args, packed, restored)
+        if self._encode_device == "cpu":
+            _kernels.hyper_quantise(block, *args, packed, restored)
+        else:
+            _torch_quantise(block, args, side, self._encode_device, packed, restored)
         return packed.tobytes(), {}
 
     def _decode_block(self, payload, meta: dict, spec: TensorSpec, what: str, out: np.ndarray) -> None:
@@ -167,5 +274,5 @@ class HyperCodec(LossyWeightCodec):
             raise CorruptArtifactError(f"{what}: {exc}") from None
 
 
-__all__ = ["HyperCodec", "codebook", "index_bits", "lattice_points", "nearest_lattice", "side_length",
+__all__ = ["HyperCodec", "codebook", "encode_device", "index_bits", "lattice_points", "nearest_lattice", "side_length",
            "winding_points"]

@@ -15,7 +15,8 @@ from modelcodecs import _lossy_kernels
 from modelcodecs._lossy import to_float32
 from modelcodecs.abc import EncodedChunk, TensorSpec
 from modelcodecs.errors import ConfigError, CorruptArtifactError, WrongBaseError
-from modelcodecs.hyper import index_bits, lattice_points, nearest_lattice, winding_points
+from modelcodecs.hyper import (_torch_lattice_nearest, _torch_pair_indices, _torch_quantise, encode_device,
+                               index_bits, lattice_points, nearest_lattice, winding_points)
 
 rng = np.random.default_rng(7)
 codecs = [HyperCodec(), HyperCodec(l=0.05, n=63, M=2, auto_l=True, on_delta=True, max_error=0.1,
@@ -58,12 +59,21 @@ def test_config_and_repr(codec):
     assert codec.needs_base == codec.on_delta and not codec.lossless
 
 
-@pytest.mark.parametrize("n", [4, 5, 7, 15, 16, 30, 63, 99, 225, 1600])
+LATTICE_SIZES = [4, 5, 7, 15, 16, 30, 63, 99, 225, 1600]
+
+
+def local_points(l: float) -> np.ndarray:
+    """Random points of the square [0, l]^2, its corners, centre and edge midpoints first."""
+    u = rng.random((4000, 2)) * l
+    u[:8] = [[0, 0], [l, l], [0, l], [l, 0], [l / 2, l / 2], [l, l / 2], [l / 2, l], [l * 0.999, 0.001]]
+    return u
+
+
+@pytest.mark.parametrize("n", LATTICE_SIZES)
 def test_closed_form_nearest_codeword_equals_brute_force(n):
     l = 0.3
     points = lattice_points(l, n)
-    u = rng.random((4000, 2)) * l
-    u[:8] = [[0, 0], [l, l], [0, l], [l, 0], [l / 2, l / 2], [l, l / 2], [l / 2, l], [l * 0.999, 0.001]]
+    u = local_points(l)
     fast = nearest_lattice(u[:, 0], u[:, 1], l, n)
     slow = nearest_brute(u[:, 0], u[:, 1], points)
     assert fast.min() >= 0 and fast.max() <= n
@@ -185,6 +195,8 @@ def test_non_finite_and_threshold_tensors_are_stored_raw_and_listed():
                                     {"id": "hyper", "n": 3}, {"id": "hyper", "M": -1}, {"id": "hyper", "M": 65},
                                     {"id": "hyper", "trajectory": "spiral"},
                                     {"id": "hyper", "trajectory": "winding", "n": 5000},
+                                    {"id": "hyper", "device": "gpu"},
+                                    {"id": "hyper", "trajectory": "winding", "device": "cuda"},
                                     {"id": "rtn", "bits": 1}, {"id": "rtn", "bits": 9},
                                     {"id": "rtn", "granularity": "tensor"}, {"id": "rtn", "nope": 1}])
 def test_bad_options_are_refused(config):
@@ -333,3 +345,73 @@ def test_misaligned_source_and_destination_buffers_give_the_same_bytes(codec):
     out = bytearray(1 + spec.nbytes)
     codec.decode_tensor(spec, chunks, None, memoryview(out)[1:])
     assert bytes(out[1:]) == aligned
+
+
+# -- hyper's torch encode (CUDA; checked here on CPU torch) ---------------------------------------------------------
+
+@pytest.mark.parametrize("n", LATTICE_SIZES)
+def test_torch_closed_form_gives_the_native_kernels_indices(n):
+    torch = pytest.importorskip("torch")
+    l = 0.3
+    u = local_points(l)
+    native = nearest_lattice(u[:, 0], u[:, 1], l, n)
+    ux, uy = torch.from_numpy(u[:, 0].copy()), torch.from_numpy(u[:, 1].copy())
+    np.testing.assert_array_equal(_torch_lattice_nearest(ux, uy, l, n).numpy(), native)
+
+
+@pytest.mark.parametrize("config,size", [({"n": 1600, "M": 3, "auto_l": True}, 60_000),
+                                         ({"n": 255, "M": 3, "auto_l": True, "coverage": 0.6}, 60_001),
+                                         ({"n": 99, "M": 0, "l": 0.02}, 30_001),
+                                         ({"n": 15, "M": 2, "l": 0.05}, 30_000),
+                                         ({"n": 4, "M": 64, "auto_l": True, "coverage": 0.5}, 9_999)])
+def test_torch_encode_writes_the_native_kernels_payload_and_restored_values(config, size):
+    pytest.importorskip("torch")
+    w = (rng.standard_t(4, size) * 0.03).astype(np.float32)
+    codec = HyperCodec(**config)
+    side = codec._side(codec._tensor_side(w, _spec((1, size))), "w")
+    args = codec._kernel_side(side)
+    packed = np.empty(_lossy_kernels.packed_bytes((size + 1) // 2, args[-1]), np.uint8)
+    restored = np.empty_like(w)
+    _lossy_kernels.hyper_quantise(w, *args, packed, restored)
+    indices = np.empty((size + 1) // 2, np.uint32)
+    _lossy_kernels.unpack(packed, args[-1], indices)
+    assert indices.max() >= codec.n + 1 or codec.M == 0  # some pairs lie in rings
+    np.testing.assert_array_equal(_torch_pair_indices(w, side, "cpu"), indices)
+    torch_packed, torch_restored = np.empty_like(packed), np.empty_like(w)
+    _torch_quantise(w, args, side, "cpu", torch_packed, torch_restored)
+    assert torch_packed.tobytes() == packed.tobytes() and torch_restored.tobytes() == restored.tobytes()
+
+
+def test_hyper_device_auto_runs_on_cpu_here_and_cuda_without_a_gpu_is_a_clear_error():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    w = (rng.standard_normal((16, 64)) * 0.02).astype(np.float32)
+    spec = _spec(w.shape)
+    assert encode_device("auto") == "cpu"
+    on_auto = list(HyperCodec(device="auto").encode_tensor(spec, memoryview(w.tobytes()), None))
+    on_cpu = list(HyperCodec().encode_tensor(spec, memoryview(w.tobytes()), None))
+    assert [c.payload for c in on_auto] == [c.payload for c in on_cpu]
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        list(HyperCodec(device="cuda").encode_tensor(spec, memoryview(w.tobytes()), None))
+    # the config (device included) is rebuilt to decode: that needs no GPU
+    assert HyperCodec.from_config(HyperCodec(device="cuda").get_config()).device == "cuda"
+
+
+CPU_ENCODE_CHILD = """
+import sys
+import numpy as np
+from modelcodecs import HyperCodec
+from modelcodecs.abc import TensorSpec
+w = np.ones((4, 8), np.float32)
+list(HyperCodec(device="cpu", auto_l=True).encode_tensor(TensorSpec("w", "F32", (4, 8)), memoryview(w.tobytes()), None))
+assert "torch" not in sys.modules, "torch was imported"
+"""
+
+
+def test_hyper_on_cpu_does_not_import_torch():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", CPU_ENCODE_CHILD], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
