@@ -15,16 +15,16 @@ extensions = [
     Extension(
         "modelcodecs._fmdelta",
         sources=["native/fmdelta/_fmdelta.pyx", "native/fmdelta/fmdelta.cpp"],
-        depends=["native/fmdelta/fmdelta.h", "native/fmdelta/fmdelta_core.inc"],
-        include_dirs=["native/fmdelta", numpy.get_include()],
+        depends=["native/fmdelta/fmdelta.h", "native/fmdelta/fmdelta_core.inc", "native/common/isa.h"],
+        include_dirs=["native/fmdelta", "native/common", numpy.get_include()],
         language="c++",
         extra_compile_args=["-O3", "-std=c++17", "-fno-strict-aliasing"],
     ),
     Extension(
         "modelcodecs._lossy_kernels",
         sources=["native/lossy/_lossy_kernels.pyx", "native/lossy/lossy.cpp"],
-        depends=["native/lossy/lossy.h", "native/lossy/lossy_core.inc"],
-        include_dirs=["native/lossy"],
+        depends=["native/lossy/lossy.h", "native/lossy/lossy_core.inc", "native/common/isa.h"],
+        include_dirs=["native/lossy", "native/common"],
         language="c++",
         # no fused multiply-add or reassociation: the decoders reproduce the format's reference arithmetic bit for
         # bit; no FP traps or errno, so the branch-free loops vectorise (neither changes a result)

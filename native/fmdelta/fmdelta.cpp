@@ -19,6 +19,7 @@
 //   v  raw byte count, then the raw bits (LSB first)
 // and nothing after. The decoder rejects any other byte count, table, or final state.
 #include "fmdelta.h"
+#include "isa.h"
 
 #include <algorithm>
 #include <cmath>
@@ -230,8 +231,7 @@ namespace generic {
 #include "fmdelta_core.inc"
 }  // namespace generic
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FMD_HAVE_V3 1
+#ifdef DV_HAVE_V3
 #pragma GCC push_options
 #pragma GCC target("avx2,bmi,bmi2,lzcnt,popcnt")
 namespace v3 {
@@ -240,17 +240,10 @@ namespace v3 {
 #pragma GCC pop_options
 #endif
 
-// The x86-64-v3 clone is used when the CPU has it, unless FMDELTA_GENERIC=1 (tests cover both builds that way).
+// The x86-64-v3 clone is used when the CPU has it, unless FMDELTA_GENERIC=1.
 bool use_v3() {
-#ifdef FMD_HAVE_V3
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
-                           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
-                           __builtin_cpu_supports("lzcnt") && !(std::getenv("FMDELTA_GENERIC") &&
-                                                                 std::getenv("FMDELTA_GENERIC")[0] == '1');
+    static const bool ok = isa_v3_usable("FMDELTA_GENERIC");
     return ok;
-#else
-    return false;
-#endif
 }
 }  // namespace
 
@@ -265,7 +258,7 @@ int encode_chunk(const uint8_t* ft, const uint8_t* base, size_t n, int dtype, bo
         scratch().trim();
         std::vector<uint8_t>& out = scratch().payload;
         int rc;
-#ifdef FMD_HAVE_V3
+#ifdef DV_HAVE_V3
         if (use_v3())
             rc = v3::encode_any(ft, base, n, dtype, use_context, allow_shift, out);
         else
@@ -289,7 +282,7 @@ int decode_chunk(const uint8_t* payload, size_t len, const uint8_t* base, size_t
         Header h;
         if (!read_header(rd, h) || h.dtype != dtype || h.n != n) return FMD_ERR_CORRUPT;
         scratch().trim();
-#ifdef FMD_HAVE_V3
+#ifdef DV_HAVE_V3
         if (use_v3()) return v3::decode_any(rd, h, base, out);
 #endif
         return generic::decode_any(rd, h, base, out);
@@ -311,7 +304,7 @@ int reference_stats(const uint8_t* ft, const uint8_t* base, size_t n, int dtype,
                     uint64_t* raw_bits) noexcept {
     if (dtype < 0 || dtype >= N_DTYPES) return FMD_ERR_ARG;
     std::memset(hist, 0, sizeof(uint64_t) * (2 * kInfo[dtype].bits + 1));
-#ifdef FMD_HAVE_V3
+#ifdef DV_HAVE_V3
     if (use_v3()) {
         v3::ref_stats_any(ft, base, n, dtype, hist, raw_bits);
         return FMD_OK;

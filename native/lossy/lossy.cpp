@@ -1,6 +1,7 @@
 // Lossy codec kernels; see lossy.h. The kernels live in lossy_core.inc, compiled twice (baseline and x86-64-v3)
 // and chosen once per process by what the CPU has, as the FM-Delta coder does.
 #include "lossy.h"
+#include "isa.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,8 +19,7 @@ namespace generic {
 #include "lossy_core.inc"
 }  // namespace generic
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LOSSY_HAVE_V3 1
+#ifdef DV_HAVE_V3
 #pragma GCC push_options
 #pragma GCC target("avx2,bmi,bmi2,lzcnt,popcnt")
 namespace v3 {
@@ -28,22 +28,15 @@ namespace v3 {
 #pragma GCC pop_options
 #endif
 
-// The x86-64-v3 clone is used when the CPU has it, unless LOSSY_GENERIC=1 (tests cover both builds that way).
+// The x86-64-v3 clone is used when the CPU has it, unless LOSSY_GENERIC=1.
 bool use_v3() {
-#ifdef LOSSY_HAVE_V3
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
-                           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
-                           __builtin_cpu_supports("lzcnt") && !(std::getenv("LOSSY_GENERIC") &&
-                                                                 std::getenv("LOSSY_GENERIC")[0] == '1');
+    static const bool ok = isa_v3_usable("LOSSY_GENERIC");
     return ok;
-#else
-    return false;
-#endif
 }
 
 }  // namespace
 
-#ifdef LOSSY_HAVE_V3
+#ifdef DV_HAVE_V3
 #define DISPATCH(call) (use_v3() ? v3::call : generic::call)
 #else
 #define DISPATCH(call) (generic::call)
